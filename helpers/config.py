@@ -1,0 +1,72 @@
+"""Run mode, seed and folders, read once from the environment.
+
+Every notebook prints these in its setup cell, so a reader always knows whether a
+figure came from the full run or from the quick smoke run that CI uses.
+
+Environment variables (all optional):
+
+- ``CIFAR10_MODE``: ``full`` (default) or ``quick`` (a few thousand images, a few
+  epochs, a short LR sweep; for CI and fast iteration).
+- ``CIFAR10_NPZ``: path of an offline ``.npz`` copy of CIFAR-10 (see ``helpers.data``).
+- ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
+  ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("full", "quick")
+SEED = 42
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one mode trains on and for how long. Used in: every notebook."""
+
+    mode: str
+    train_per_class: int | None  # None: every training image
+    valid_per_class: int | None
+    test_per_class: int | None
+    max_epochs: int
+    patience: int
+    batch_size: int
+    lr_sweep_steps: int
+    candidate_epochs: int
+    mc_samples: int
+
+    @property
+    def results_dir(self) -> Path:
+        """Full-mode records live in ``results/``; quick ones never overwrite them."""
+        base = PROJECT_ROOT / "results"
+        return base if self.mode == "full" else base / "quick"
+
+
+FULL = Settings("full", None, None, None, max_epochs=100, patience=10, batch_size=32,
+                lr_sweep_steps=400, candidate_epochs=3, mc_samples=100)
+QUICK = Settings("quick", 200, 50, 100, max_epochs=3, patience=2, batch_size=32,
+                 lr_sweep_steps=60, candidate_epochs=1, mc_samples=10)
+
+
+def read_mode(environ=os.environ) -> str:
+    """The run mode from ``CIFAR10_MODE``; a typo is an error, not a silent full run."""
+    mode = environ.get("CIFAR10_MODE", "full").strip().lower() or "full"
+    if mode not in MODES:
+        raise ValueError(f"CIFAR10_MODE={mode!r} is not one of {MODES}")
+    return mode
+
+
+def settings_for(mode: str) -> Settings:
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    return FULL if mode == "full" else QUICK
+
+
+def cache_dir(environ=os.environ) -> Path:
+    return Path(environ.get("CIFAR10_CACHE", Path.home() / ".cache" / "cifar10")).expanduser()
+
+
+MODE = read_mode()
+SETTINGS = settings_for(MODE)

@@ -1,0 +1,266 @@
+"""CIFAR-10: load (offline file or Keras download), check, split, scale.
+
+Labels are flattened to shape (N,) here, once, so that no later comparison can
+broadcast (N, 1) against (N,) into an (N, N) matrix: the classic MC-dropout bug.
+
+Build an offline copy from the Keras download (for machines without internet later)::
+
+    python -m helpers.data build-npz ~/.cache/cifar10/cifar10.npz
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from helpers import config
+
+N_CLASSES = 10
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
+               "dog", "frog", "horse", "ship", "truck")
+IMAGE_SHAPE = (32, 32, 3)
+N_VALID = 5000  # the first 5,000 training images, as in the reference solution
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+HOW_TO_GET_DATA = (
+    "Two ways to get CIFAR-10:\n"
+    "  1. with internet: keras.datasets.cifar10.load_data() downloads it (about 170 MB),\n"
+    "     or `python -m helpers.data build-npz PATH` downloads it once and saves an offline copy;\n"
+    "  2. offline: point CIFAR10_NPZ at an .npz with x_train (N,32,32,3) uint8, y_train (N,),\n"
+    "     x_test, y_test, or put it at $CIFAR10_CACHE/cifar10.npz (default ~/.cache/cifar10/cifar10.npz)."
+)
+
+
+class DataError(ValueError):
+    """The data could not be loaded; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train, validation and test arrays, and where they came from.
+
+    ``source`` goes into every Run record (``data`` key). ``preprocessing`` says what
+    was done to the pixels ("uint8", "scaled", "standardized").
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    preprocessing: str = "uint8"
+
+    def sizes(self) -> dict:
+        return {"train": len(self.y_train), "valid": len(self.y_valid), "test": len(self.y_test)}
+
+
+def normalize_labels(y, name: str = "labels") -> np.ndarray:
+    """Labels as int64 of shape (N,): accepts (N,) or (N, 1), integer or integral float."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{name} must have shape (N,) or (N, 1), got {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{name} are floats that are not whole numbers")
+    elif y.dtype.kind not in "iu":
+        raise DataError(f"{name} must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= N_CLASSES):
+        raise DataError(f"{name} must be class ids 0..{N_CLASSES - 1}, "
+                        f"found values from {y.min()} to {y.max()}")
+    return y
+
+
+def fingerprint(arrays) -> str:
+    """sha256 over the arrays' bytes, as ../shared/data/cifar10/build_npz.py computes it."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def offline_path(environ=os.environ) -> Path | None:
+    """The offline file to use: ``CIFAR10_NPZ`` if set, else the cache copy if present."""
+    if environ.get("CIFAR10_NPZ"):
+        return Path(environ["CIFAR10_NPZ"]).expanduser()
+    default = config.cache_dir(environ) / "cifar10.npz"
+    return default if default.exists() else None
+
+
+def _check_images(x, name, path):
+    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{path}: {name} must have shape (N, 32, 32, 3), got {x.shape}\n{HOW_TO_GET_DATA}")
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: {name} must be uint8 pixels 0..255, got dtype {x.dtype}\n{HOW_TO_GET_DATA}")
+
+
+def load_npz(path):
+    """Load and check an offline copy.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test), sha256`` where the fingerprint is of
+        the arrays as stored, comparable with the one ../shared/data/cifar10 documents.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"offline CIFAR-10 file not found: {path}\n{HOW_TO_GET_DATA}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in KEYS if k not in f.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {missing} (has {sorted(f.files)})\n{HOW_TO_GET_DATA}")
+            arrays = {k: f[k] for k in KEYS}
+            digest = fingerprint([arrays[k] for k in KEYS])
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})\n{HOW_TO_GET_DATA}") from e
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        _check_images(x, f"x_{split}", path)
+        try:
+            arrays[f"y_{split}"] = normalize_labels(y, f"y_{split}")
+        except DataError as e:
+            raise DataError(f"{path}: {e}\n{HOW_TO_GET_DATA}") from None
+        if len(arrays[f"y_{split}"]) != len(x):
+            raise DataError(f"{path}: x_{split} has {len(x)} images but y_{split} has "
+                            f"{len(arrays[f'y_{split}'])} labels\n{HOW_TO_GET_DATA}")
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), digest
+
+
+def _download():
+    import keras  # imported here: loading an offline file needs no Keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as e:  # urllib, SSL, "URL fetch failure", a half-written archive
+        raise DataError(f"could not download CIFAR-10 ({type(e).__name__}: {e}).\n{HOW_TO_GET_DATA}") from e
+    return (x_train, normalize_labels(y_train, "y_train")), (x_test, normalize_labels(y_test, "y_test"))
+
+
+def load_raw(path=None):
+    """CIFAR-10 as uint8 arrays and a source string.
+
+    Args:
+        path: an offline ``.npz``; default: ``offline_path()``, else the Keras download.
+    Returns:
+        ``((x_train, y_train), (x_test, y_test)), source`` where source is
+        ``"offline-npz sha256:<fingerprint>"`` or ``"keras-download"``.
+    """
+    path = Path(path) if path is not None else offline_path()
+    if path is None:
+        return _download(), "keras-download"
+    train, test, digest = load_npz(path)
+    return (train, test), f"offline-npz sha256:{digest}"
+
+
+def class_balanced_subset(y, per_class: int) -> np.ndarray:
+    """Indices of the first ``per_class`` images of each class, in their original order."""
+    y = normalize_labels(y)
+    picks = []
+    for c in range(N_CLASSES):
+        idx = np.flatnonzero(y == c)[:per_class]
+        if len(idx) < per_class:
+            raise DataError(f"only {len(idx)} images of class {c}, {per_class} asked for")
+        picks.append(idx)
+    return np.sort(np.concatenate(picks))
+
+
+def split(x_train, y_train, x_test, y_test, source, settings=None, n_valid=N_VALID) -> Dataset:
+    """Split off the first ``n_valid`` training images; quick mode keeps a balanced subset."""
+    settings = settings or config.SETTINGS
+    if len(y_train) <= n_valid:
+        raise DataError(f"need more than {n_valid} training images to split off validation, got {len(y_train)}")
+    parts = {"train": (x_train[n_valid:], y_train[n_valid:]),
+             "valid": (x_train[:n_valid], y_train[:n_valid]),
+             "test": (x_test, y_test)}
+    for name, per_class in (("train", settings.train_per_class), ("valid", settings.valid_per_class),
+                            ("test", settings.test_per_class)):
+        if per_class is not None:
+            x, y = parts[name]
+            keep = class_balanced_subset(y, per_class)
+            parts[name] = (x[keep], y[keep])
+    return Dataset(*parts["train"], *parts["valid"], *parts["test"], source=source)
+
+
+def load_cifar10(path=None, settings=None) -> Dataset:
+    """CIFAR-10 split into train/valid/test (uint8), subset in quick mode.
+
+    Used in: every notebook.
+    """
+    ((x_train, y_train), (x_test, y_test)), source = load_raw(path)
+    return split(x_train, y_train, x_test, y_test, source, settings)
+
+
+def scale(data: Dataset) -> Dataset:
+    """Pixels to float32 in [0, 1]. Used in: notebooks 01-03."""
+    _require_uint8(data)
+    f = lambda x: x.astype(np.float32) / np.float32(255)  # noqa: E731
+    return replace(data, x_train=f(data.x_train), x_valid=f(data.x_valid), x_test=f(data.x_test),
+                   preprocessing="scaled")
+
+
+def standardize(data: Dataset) -> Dataset:
+    """Each input feature to mean 0, std 1, with statistics of the training set only.
+
+    SELU's self-normalization assumes standardized inputs. Validation and test are
+    transformed with the training mean and std: fitting on them would leak.
+    Used in: notebooks 04, 05.
+    """
+    _require_uint8(data)
+    x_train = data.x_train.astype(np.float32)
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0) + np.float32(1e-7)
+    f = lambda x: ((x.astype(np.float32) - mean) / std).astype(np.float32)  # noqa: E731
+    return replace(data, x_train=f(x_train), x_valid=f(data.x_valid), x_test=f(data.x_test),
+                   preprocessing="standardized")
+
+
+def _require_uint8(data):
+    if data.preprocessing != "uint8":
+        raise ValueError(f"data is already {data.preprocessing}; start again from load_cifar10()")
+
+
+def build_npz(out) -> Path:
+    """Download CIFAR-10 through Keras once and save it as an offline ``.npz``."""
+    (x_train, y_train), (x_test, y_test) = _download()
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, x_train=x_train, y_train=y_train.astype(np.uint8),
+             x_test=x_test, y_test=y_test.astype(np.uint8))
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build-npz", help="download through Keras and save an offline .npz")
+    b.add_argument("out", nargs="?", default=str(config.cache_dir() / "cifar10.npz"))
+    c = sub.add_parser("check", help="load the data the notebooks would use and print its source")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build-npz":
+            print(f"wrote {build_npz(args.out)}")
+        else:
+            data = load_cifar10()
+            print(f"{data.source}: {data.sizes()}")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""One function that builds every network of the exercise.
+
+Part (a)'s network is the default: 20 hidden Dense layers of 100 units, He normal
+initialization, Swish. Each later part changes one or two arguments, so a notebook
+shows the change as one readable call rather than a copied block.
+"""
+from __future__ import annotations
+
+import keras
+
+from helpers import config
+from helpers.data import IMAGE_SHAPE, N_CLASSES
+
+
+def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish",
+              initializer: str = "he_normal", batch_norm: bool = False,
+              alpha_dropout: float = 0.0, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES,
+              seed: int | None = config.SEED, name: str | None = None) -> keras.Sequential:
+    """A dense classifier for 32x32x3 images (uncompiled).
+
+    Args:
+        n_hidden, n_neurons: depth and width of the hidden stack.
+        activation, initializer: Keras names, e.g. ``"selu"`` and ``"lecun_normal"``.
+        batch_norm: a BatchNormalization after Flatten and before every hidden
+            activation; the Dense layers then have no bias (BN's beta replaces it).
+        alpha_dropout: rate of an AlphaDropout before the output layer. Only with SELU
+            and LeCun normal init: it is built to keep SELU's mean and variance.
+        seed: clears the Keras session and seeds Python, NumPy and the backend, so the
+            same seed gives the same initial weights (and dropout masks) on one backend.
+    Returns:
+        ``keras.Sequential``, softmax output of ``n_classes``.
+    Used in: every notebook.
+    """
+    if n_hidden < 1 or n_neurons < 1:
+        raise ValueError(f"n_hidden and n_neurons must be positive, got {n_hidden}, {n_neurons}")
+    if not 0.0 <= alpha_dropout < 1.0:
+        raise ValueError(f"alpha_dropout is a rate in [0, 1), got {alpha_dropout}")
+    if alpha_dropout and (activation != "selu" or initializer != "lecun_normal" or batch_norm):
+        raise ValueError(
+            "alpha dropout preserves self-normalization only in a SELU net with LeCun normal "
+            f"init and no batch norm; got activation={activation!r}, initializer={initializer!r}, "
+            f"batch_norm={batch_norm}. Use keras.layers.Dropout for other networks.")
+    if seed is not None:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+
+    layers = [keras.Input(shape=input_shape), keras.layers.Flatten()]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization())
+    for _ in range(n_hidden):
+        if batch_norm:
+            layers += [keras.layers.Dense(n_neurons, kernel_initializer=initializer, use_bias=False),
+                       keras.layers.BatchNormalization(),
+                       keras.layers.Activation(activation)]
+        else:
+            layers.append(keras.layers.Dense(n_neurons, activation=activation,
+                                             kernel_initializer=initializer))
+    if alpha_dropout:
+        layers.append(keras.layers.AlphaDropout(alpha_dropout, seed=seed))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax"))
+    return keras.Sequential(layers, name=name)
+
+
+_ALIASES = {"silu": "swish"}  # Keras 3 names Swish by its other name, SiLU
+
+
+def describe(model: keras.Model) -> dict:
+    """The architecture as a small dict for Run records, read off the layers themselves."""
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    hidden = dense[:-1]
+    acts = [l for l in model.layers if isinstance(l, keras.layers.Activation)]
+    activation = (acts[0].activation if acts else hidden[0].activation) if hidden else None
+    dropout = [l for l in model.layers if isinstance(l, keras.layers.AlphaDropout)]
+    return {
+        "n_hidden": len(hidden),
+        "n_neurons": hidden[0].units if hidden else None,
+        "activation": _ALIASES.get(name := getattr(activation, "__name__", str(activation)), name),
+        "initializer": type(hidden[0].kernel_initializer).__name__ if hidden else None,
+        "batch_norm": any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers),
+        "alpha_dropout": dropout[0].rate if dropout else 0.0,
+        "parameters": int(model.count_params()),
+    }

@@ -1,0 +1,118 @@
+"""Run records: one small JSON file per training run, written atomically.
+
+The top-level keys are fixed (see ../shared/docs/DESIGN.md) so that scripts and later
+notebooks can read a record with ``json.load`` alone, without importing ``helpers``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import config
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one training run did and measured. Used in: notebooks 02-06."""
+
+    variant: str
+    mode: str
+    data: str
+    learning_rate: float
+    epochs: int
+    best_epoch: int  # 1-based, lowest validation loss
+    valid_accuracy: float
+    test_accuracy: float
+    valid_loss: float
+    test_loss: float
+    seconds_per_epoch: float  # median over epochs after the first (compiling) one
+    first_epoch_seconds: float  # includes compilation
+    wall_time_to_best: float  # from the start of training to the end of the best epoch
+    stopped: str  # "early_stopping", "max_epochs" or "nan"
+    history: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.mode not in config.MODES:
+            raise ValueError(f"mode must be one of {config.MODES}, got {self.mode!r}")
+        missing = [k for k in HISTORY_KEYS if k not in self.history]
+        if missing:
+            raise ValueError(f"history lacks {missing}")
+        lengths = {len(self.history[k]) for k in HISTORY_KEYS}
+        if lengths != {self.epochs}:
+            raise ValueError(f"history lists must all have {self.epochs} entries, got lengths {lengths}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunRecord":
+        names = cls.__dataclass_fields__
+        unknown = set(d) - set(names)
+        if unknown:
+            raise ValueError(f"unknown keys in run record: {sorted(unknown)}")
+        return cls(**d)
+
+
+def results_dir(mode: str | None = None) -> Path:
+    return config.settings_for(mode or config.MODE).results_dir
+
+
+def record_path(variant: str, mode: str | None = None, directory=None) -> Path:
+    return Path(directory or results_dir(mode)) / f"{variant}.json"
+
+
+def write_json_atomic(path, obj) -> Path:
+    """Write JSON to a temp file beside ``path``, then rename: a crash leaves the old file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_run(record: RunRecord, directory=None) -> Path:
+    """Save to ``results/<variant>.json`` (quick mode: ``results/quick/``)."""
+    return write_json_atomic(record_path(record.variant, record.mode, directory), record.to_dict())
+
+
+def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord:
+    """Load a saved record; a missing one names the notebook or command that makes it."""
+    path = record_path(variant, mode, directory)
+    if not path.exists():
+        raise FileNotFoundError(f"no run record {path}: run the notebook that trains {variant!r} "
+                                f"first (in {mode or config.MODE} mode)")
+    with open(path) as f:
+        return RunRecord.from_dict(json.load(f))
+
+
+def summary_frame(records) -> pd.DataFrame:
+    """One row per run: the numbers a comparison table shows."""
+    cols = ["variant", "learning_rate", "epochs", "best_epoch", "valid_accuracy", "test_accuracy",
+            "seconds_per_epoch", "wall_time_to_best"]
+    return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
+
+
+def history_frame(records) -> pd.DataFrame:
+    """A tidy frame: one row per (variant, epoch), columns for each history key."""
+    rows = []
+    for r in records:
+        for i in range(r.epochs):
+            rows.append({"variant": r.variant, "epoch": i + 1, **{k: r.history[k][i] for k in HISTORY_KEYS}})
+    return pd.DataFrame(rows, columns=["variant", "epoch", *HISTORY_KEYS])

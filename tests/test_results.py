@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from helpers import results
+from helpers.results import RunRecord
+
+
+def make_record(variant="baseline", mode="full", epochs=3, **kw):
+    history = {k: [0.5 + i for i in range(epochs)] for k in results.HISTORY_KEYS}
+    fields = dict(variant=variant, mode=mode, data="synthetic", learning_rate=1e-3, epochs=epochs,
+                  best_epoch=2, valid_accuracy=0.5, test_accuracy=0.49, valid_loss=1.4, test_loss=1.5,
+                  seconds_per_epoch=1.0, first_epoch_seconds=3.0, wall_time_to_best=4.0,
+                  stopped="early_stopping", history=history, config={"seed": 42})
+    fields.update(kw)
+    return RunRecord(**fields)
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    record = make_record()
+    path = results.save_run(record, tmp_path)
+    assert path == tmp_path / "baseline.json"
+    assert results.load_run("baseline", directory=tmp_path) == record
+
+
+def test_top_level_keys_readable_without_helpers(tmp_path):
+    raw = json.loads(results.save_run(make_record(), tmp_path).read_text())
+    for key in ("variant", "mode", "data", "learning_rate", "epochs", "best_epoch", "valid_accuracy",
+                "test_accuracy", "seconds_per_epoch", "wall_time_to_best", "history", "config"):
+        assert key in raw
+    assert set(raw["history"]) == set(results.HISTORY_KEYS)
+
+
+def test_quick_records_go_to_their_own_folder():
+    assert results.record_path("x", "quick").parent.name == "quick"
+    assert results.record_path("x", "full").parent.name == "results"
+
+
+def test_crash_while_writing_leaves_previous_file_intact(tmp_path, monkeypatch):
+    path = results.save_run(make_record(valid_accuracy=0.5), tmp_path)
+    before = path.read_text()
+
+    def dies_halfway(obj, f, **kw):
+        f.write('{"variant": "baseline", "valid_acc')
+        raise KeyboardInterrupt("process killed")
+
+    monkeypatch.setattr(results.json, "dump", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        results.save_run(make_record(valid_accuracy=0.9), tmp_path)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # no temp file left
+
+
+def test_invalid_records_are_refused():
+    with pytest.raises(ValueError, match="mode"):
+        make_record(mode="fast")
+    with pytest.raises(ValueError, match="3 entries"):
+        make_record(history={k: [1.0] for k in results.HISTORY_KEYS})
+    with pytest.raises(ValueError, match="unknown keys"):
+        RunRecord.from_dict({**make_record().to_dict(), "surprise": 1})
+
+
+def test_missing_record_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the notebook that trains 'bn'"):
+        results.load_run("bn", directory=tmp_path)
+
+
+def test_frames():
+    records = [make_record("baseline"), make_record("bn", epochs=2)]
+    summary = results.summary_frame(records)
+    assert summary["variant"].tolist() == ["baseline", "bn"]
+    tidy = results.history_frame(records)
+    assert len(tidy) == 5 and tidy.query("variant == 'bn'")["epoch"].tolist() == [1, 2]
+    assert {"loss", "val_accuracy", "epoch_seconds"} <= set(tidy.columns)

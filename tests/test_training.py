@@ -1,0 +1,98 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import config, training
+from helpers.models import build_dnn
+from tests.synthetic import blobs
+
+SMALL = dict(n_hidden=2, n_neurons=16, input_shape=(20,))
+FAST = keras.backend.backend() == "jax"
+
+
+def small_model(lr=1e-2, **kw):
+    return training.compile_model(build_dnn(**{**SMALL, **kw}), lr)
+
+
+def test_training_learns_and_fills_the_record():
+    data = blobs()
+    record = training.train(small_model(), data, "blobs", max_epochs=6, patience=3, verbose=0)
+    assert record.valid_accuracy > 0.8 and record.test_accuracy > 0.8
+    assert record.epochs == len(record.history["loss"]) <= 6
+    assert 1 <= record.best_epoch <= record.epochs
+    assert record.history["val_loss"][record.best_epoch - 1] == min(record.history["val_loss"])
+    assert record.mode == config.MODE and record.data == "synthetic blobs"
+    assert record.learning_rate == pytest.approx(1e-2)
+    assert record.config["optimizer"]["class"] == "Nadam"
+    assert record.config["versions"]["backend"] == keras.backend.backend()
+    assert record.config["fast_path"] is FAST
+    assert record.wall_time_to_best <= sum(record.history["epoch_seconds"]) + 1e-9
+    assert record.first_epoch_seconds == record.history["epoch_seconds"][0]
+
+
+def test_best_weights_are_restored():
+    data = blobs(spread=2.0)  # noisy: validation loss goes up and down at this rate
+    model = small_model(lr=3e-2)
+    record = training.train(model, data, "noisy", max_epochs=8, patience=8, verbose=0)
+    loss, acc = training.evaluate(model, data.x_valid, data.y_valid)
+    assert loss == pytest.approx(record.history["val_loss"][record.best_epoch - 1], rel=1e-4)
+    assert acc == pytest.approx(record.valid_accuracy)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement():
+    record = training.train(small_model(lr=0.0), blobs(), "frozen", max_epochs=20, patience=2, verbose=0)
+    assert record.stopped == "early_stopping" and record.best_epoch == 1 and record.epochs == 3
+
+
+def test_nan_guard_stops_and_says_why(capsys):
+    record = training.train(small_model(lr=1e12), blobs(), "exploding", max_epochs=10, patience=5)
+    assert record.stopped == "nan" and record.epochs < 10
+    assert "learning rate is too high" in capsys.readouterr().out
+    assert not math.isfinite(record.history["loss"][-1]) or not math.isfinite(record.history["val_loss"][-1])
+
+
+def test_progress_is_one_line_per_epoch(capsys):
+    training.train(small_model(), blobs(), "lines", max_epochs=3, patience=3)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(l.startswith("epoch") for l in lines[:3])
+
+
+def test_uncompiled_model_is_refused():
+    with pytest.raises(ValueError, match="compile the model first"):
+        training.train(build_dnn(**SMALL), blobs(), "x", max_epochs=1, verbose=0)
+
+
+def test_batch_indices_cover_each_sample_once():
+    full, rest = training.batch_indices(103, 32, np.random.default_rng(0))
+    assert full.shape == (3, 32) and rest.shape == (7,)
+    assert sorted(np.concatenate([full.ravel(), rest]).tolist()) == list(range(103))
+    with pytest.raises(ValueError):
+        training.batch_indices(10, 0, None)
+
+
+def test_tensorboard_logs_are_written(tmp_path):
+    training.train(small_model(), blobs(), "tb", max_epochs=2, patience=2, verbose=0, tensorboard_dir=tmp_path)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.skipif(not FAST, reason="the compiled fast path exists under the JAX backend")
+def test_fast_path_matches_plain_fit():
+    """Same seed, same data order: the scan loop and Keras' fit take the same steps."""
+    data = blobs(n_train=200)
+    a, b = small_model(lr=1e-2, seed=3), small_model(lr=1e-2, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+    history = a.fit(data.x_train, data.y_train, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    stepper = training.stepper_for(b)
+    x, y = stepper.device_arrays(data.x_train, data.y_train)
+    full, rest = training.batch_indices(len(y), 32, None)  # 6 full batches + 8: the partial one too
+    epoch_losses = []
+    for _ in range(2):
+        losses, corrects, sizes = stepper.train_steps(x, y, full, rest)
+        epoch_losses.append(np.sum(losses * sizes) / np.sum(sizes))
+    # tolerance: float32 summation order differs between the two compiled programs
+    np.testing.assert_allclose(epoch_losses, history.history["loss"], rtol=1e-5)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+    assert int(a.optimizer.iterations.numpy()) == int(b.optimizer.iterations.numpy()) == 14
