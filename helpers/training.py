@@ -159,7 +159,7 @@ class _KerasStepper:
                 # reset_metrics=True (default): the batch's own loss, not a running mean
                 logs = self.model.train_on_batch(xb, yb, return_dict=True)
                 losses.append(logs["loss"])
-                corrects.append(logs["accuracy"] * len(idx))
+                corrects.append(logs.get("accuracy", np.nan) * len(idx))
                 sizes.append(len(idx))
         return np.array(losses), np.array(corrects), np.array(sizes)
 

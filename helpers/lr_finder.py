@@ -1,0 +1,175 @@
+"""Learning-rate search: an exponential sweep, then a short check of a few candidates.
+
+The sweep raises the rate exponentially from step to step, on a copy of the model, and
+records each batch's own loss (not Keras' running mean of the epoch). The rate is a
+``LearningRateSchedule`` of the optimizer's iteration counter, read inside the compiled
+step: it takes effect at every step under TensorFlow and JAX alike (tests/ prove it with
+a one-weight probe), which a callback that sets ``optimizer.learning_rate`` between
+batches does not guarantee.
+
+The finder's curve is noisy and its rule is a heuristic; ``compare_learning_rates`` then
+trains a few candidates for a few epochs and lets validation loss decide.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from helpers import config, training
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
+    """``min_rate * (max_rate / min_rate) ** (step / (steps - 1))``: step 0 is min, steps-1 is max."""
+
+    def __init__(self, min_rate: float, max_rate: float, steps: int):
+        if not 0 < min_rate < max_rate:
+            raise ValueError(f"need 0 < min_rate < max_rate, got {min_rate}, {max_rate}")
+        if steps < 2:
+            raise ValueError(f"need at least 2 steps, got {steps}")
+        self.min_rate, self.max_rate, self.steps = float(min_rate), float(max_rate), int(steps)
+
+    def __call__(self, step):
+        fraction = keras.ops.cast(step, "float32") / (self.steps - 1)
+        return self.min_rate * keras.ops.power(self.max_rate / self.min_rate, fraction)
+
+    def rate_at(self, step) -> np.ndarray:
+        """The same rate in NumPy, for plots and tests."""
+        return self.min_rate * (self.max_rate / self.min_rate) ** (np.asarray(step) / (self.steps - 1))
+
+    def get_config(self):
+        return {"min_rate": self.min_rate, "max_rate": self.max_rate, "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class LRFinderResult:
+    """What the sweep measured, and what it suggests. Used in: notebooks 02-06."""
+
+    rates: tuple  # the rate used at each step
+    losses: tuple  # each batch's own training loss
+    smoothed: tuple  # exponential moving average, bias-corrected
+    suggestion: float
+    rule: str  # how the suggestion was chosen
+    stopped: str  # why the sweep ended
+    seconds: float  # wall time of the sweep, compilation included
+
+
+def smooth(losses, beta: float = 0.98) -> np.ndarray:
+    """Bias-corrected exponential moving average (as in fastai's LR finder)."""
+    out, avg = [], 0.0
+    for i, loss in enumerate(losses, start=1):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** i))
+    return np.array(out)
+
+
+def _optimizer_with_rate(model: keras.Model, rate):
+    """A fresh optimizer of the model's own kind and settings, with ``rate`` as its learning rate."""
+    if getattr(model, "optimizer", None) is None:
+        return keras.optimizers.Nadam(learning_rate=rate)
+    cfg = model.optimizer.get_config()
+    cfg["learning_rate"] = rate
+    return type(model.optimizer).from_config(cfg)
+
+
+def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_rate: float = 1.0,
+                       steps: int | None = None, batch_size: int | None = None, stop_factor: float = 4.0,
+                       beta: float | None = None, chunk: int = 20, seed: int = config.SEED,
+                       settings=None) -> LRFinderResult:
+    """Sweep the learning rate exponentially over at most one epoch and suggest one.
+
+    Runs on a copy of ``model``: the caller's weights and optimizer state are untouched.
+    Uses the model's own optimizer kind and settings (Nadam if it is not compiled yet).
+
+    Args:
+        steps: number of batches (default: the mode's ``lr_sweep_steps``), at most one epoch.
+        stop_factor: stop once the smoothed loss exceeds ``stop_factor`` times its minimum.
+        beta: smoothing factor; default ``1 - 20 / steps`` (within 0.8 to 0.98), an average
+            over about 5% of the sweep: a longer memory lags and shifts the minimum to
+            higher rates.
+        chunk: steps per compiled call; the divergence check runs between chunks.
+    Returns:
+        ``LRFinderResult``; the suggestion is the rate at the smoothed minimum, divided by 10.
+    Raises:
+        FloatingPointError: the loss is not finite from the first steps on, so no rate can
+            be suggested (check that the inputs are scaled and the model is sane).
+    """
+    settings = settings or config.SETTINGS
+    batch_size = batch_size or settings.batch_size
+    n_batches = len(data.y_train) // batch_size
+    steps = min(steps or settings.lr_sweep_steps, n_batches)
+    schedule = ExponentialSweep(min_rate, max_rate, steps)
+    beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
+    probe = keras.models.clone_model(model)
+    probe.set_weights(model.get_weights())
+    probe.compile(optimizer=_optimizer_with_rate(model, schedule),
+                  loss=keras.losses.SparseCategoricalCrossentropy() if getattr(model, "loss", None) is None
+                  else model.loss, metrics=["accuracy"])
+    stepper = training.stepper_for(probe)
+    x, y = stepper.device_arrays(data.x_train, data.y_train)
+    full, _ = training.batch_indices(len(data.y_train), batch_size, np.random.default_rng(seed))
+    start = time.perf_counter()
+    losses, stopped = [], f"reached max rate {max_rate:g}"
+    empty = np.empty(0, dtype=full.dtype)
+    for first in range(0, steps, chunk):
+        batch_losses, _, _ = stepper.train_steps(x, y, full[first:min(first + chunk, steps)], empty)
+        losses.extend(float(v) for v in batch_losses)
+        s = smooth(losses, beta)
+        bad = [i for i, (raw, sm) in enumerate(zip(losses, s))
+               if not math.isfinite(raw) or sm > stop_factor * np.nanmin(s[: i + 1])]
+        if bad:
+            losses = losses[: bad[0] + 1]
+            stopped = f"stopped at {schedule.rate_at(bad[0]):.2g}: loss diverged"
+            break
+    seconds = time.perf_counter() - start
+    finite = [l for l in losses if math.isfinite(l)]
+    if len(finite) < 2:
+        raise FloatingPointError(
+            f"the loss was not finite from the first steps on (losses {losses[:3]}) at rates from "
+            f"{min_rate:g}: no learning rate can be suggested. Check that the inputs are scaled or "
+            "standardized, and try a lower min_rate.")
+    losses = losses[: len(finite)] if not math.isfinite(losses[-1]) else losses
+    s = smooth(losses, beta)
+    rates = schedule.rate_at(np.arange(len(losses)))
+    best = int(np.argmin(s))
+    if best == 0:
+        raise FloatingPointError(f"the loss only rose from the first rate {min_rate:g} on: "
+                                 "start the sweep at a lower min_rate")
+    return LRFinderResult(rates=tuple(rates.tolist()), losses=tuple(losses), smoothed=tuple(s.tolist()),
+                          suggestion=float(rates[best] / 10), rule="rate at minimum smoothed loss / 10",
+                          stopped=stopped, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class RateComparison:
+    """Short trainings at a few rates; the one with the lowest validation loss wins."""
+
+    records: tuple  # one RunRecord per rate
+    best_rate: float
+    seconds: float  # total wall time of the short trainings
+
+
+def compare_learning_rates(build_model, data, rates, epochs: int | None = None, variant: str = "candidate",
+                           settings=None, **compile_kwargs) -> RateComparison:
+    """Train a fresh model at each rate for a few epochs; pick by best validation loss.
+
+    Args:
+        build_model: a function with no arguments returning a fresh, uncompiled model
+            (same seed each time, so only the rate differs).
+        rates: the candidate learning rates.
+    Used in: notebooks 02-06.
+    """
+    settings = settings or config.SETTINGS
+    epochs = epochs or settings.candidate_epochs
+    records = []
+    for rate in rates:
+        model = training.compile_model(build_model(), rate, **compile_kwargs)
+        records.append(training.train(model, data, f"{variant} lr={rate:.2g}", max_epochs=epochs,
+                                      patience=epochs, verbose=0, settings=settings))
+    best = min(records, key=lambda r: min(r.history["val_loss"]))
+    return RateComparison(records=tuple(records), best_rate=best.learning_rate,
+                          seconds=sum(sum(r.history["epoch_seconds"]) for r in records))

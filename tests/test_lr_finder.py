@@ -1,0 +1,105 @@
+import keras
+import numpy as np
+import pytest
+
+from helpers import training
+from helpers.data import Dataset
+from helpers.lr_finder import ExponentialSweep, compare_learning_rates, find_learning_rate, smooth
+from helpers.models import build_dnn
+from tests.synthetic import blobs
+
+
+def probe_model(optimizer):
+    """One weight w (starting at 0), input 1, target 10, absolute error: loss = 10 - w (w < 10).
+
+    The gradient is -1 at every step, so plain SGD moves w by exactly the rate it used.
+    """
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
+                                                                     kernel_initializer="zeros")])
+    model.compile(optimizer=optimizer, loss=keras.losses.MeanAbsoluteError())
+    return model
+
+
+def probe_data(n=64):
+    x = np.ones((n, 1), np.float32)
+    y = np.full((n,), 10.0, np.float32)
+    return Dataset(x, y, x[:8], y[:8], x[:8], y[:8], source="probe", preprocessing="scaled")
+
+
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_rate_used_at_step_k_equals_the_schedule(chunk):
+    """Read back the rate the compiled step actually applied, step by step."""
+    schedule = ExponentialSweep(1e-3, 1.0, steps=20)  # the 20 steps move w by 3.1 in all
+    model = probe_model(keras.optimizers.SGD(learning_rate=schedule))
+    data = probe_data()
+    stepper = training.stepper_for(model)
+    x, y = stepper.device_arrays(data.x_train, data.y_train)
+    full, _ = training.batch_indices(len(y), 1, None)
+    applied, w_before = [], 0.0
+    for first in range(0, 20, chunk):
+        stepper.train_steps(x, y, full[first:min(first + chunk, 20)], np.empty(0, int))
+        w = float(model.get_weights()[0].ravel()[0])
+        applied.append(w - w_before)
+        w_before = w
+    expected = [schedule.rate_at(np.arange(k, min(k + chunk, 20))).sum() for k in range(0, 20, chunk)]
+    np.testing.assert_allclose(applied, expected, rtol=1e-4)
+
+
+def test_finder_applies_its_sweep_to_the_models_optimizer():
+    """The finder's own batch losses fall by exactly the rate of each step (SGD probe)."""
+    model = probe_model(keras.optimizers.SGD(learning_rate=0.5))
+    result = find_learning_rate(model, probe_data(), min_rate=1e-2, max_rate=1.0, steps=30,
+                                batch_size=2, chunk=8)
+    applied = -np.diff(result.losses)
+    np.testing.assert_allclose(applied, result.rates[:-1], rtol=1e-3)
+    assert result.rates[0] == pytest.approx(1e-2) and result.rates[-1] == pytest.approx(1.0)
+
+
+def test_finder_leaves_the_callers_model_untouched():
+    model = training.compile_model(build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,)), 1e-3)
+    before = [w.copy() for w in model.get_weights()]
+    find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32, chunk=10)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+
+
+def test_finder_stops_on_divergence_and_suggests_a_sane_rate():
+    model = build_dnn(n_hidden=2, n_neurons=32, input_shape=(20,))
+    result = find_learning_rate(model, blobs(n_train=6400, spread=2.0), min_rate=1e-5, max_rate=1e3, steps=200,
+                                batch_size=32, chunk=20)
+    assert "diverged" in result.stopped
+    assert len(result.rates) < 200  # it stopped before the end of the sweep
+    assert max(result.smoothed) > 4 * min(result.smoothed) or not np.isfinite(result.losses[-1])
+    assert 1e-4 < result.suggestion < 1.0  # Nadam on blobs: between these, and well below divergence
+    assert result.suggestion < result.rates[-1] / 10
+    assert result.rule == "rate at minimum smoothed loss / 10"
+
+
+def test_diverging_model_gives_a_clear_message():
+    model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))
+    data = blobs(n_train=640)
+    bad = Dataset(data.x_train * np.float32(np.inf), data.y_train, data.x_valid, data.y_valid,
+                  data.x_test, data.y_test, source="broken")
+    with pytest.raises(FloatingPointError, match="not finite from the first steps"):
+        find_learning_rate(model, bad, steps=20, batch_size=32, chunk=10)
+
+
+def test_schedule_values_and_bad_arguments():
+    s = ExponentialSweep(1e-4, 1.0, steps=5)
+    np.testing.assert_allclose(s.rate_at(np.arange(5)), [1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(s(2)), 1e-2, rtol=1e-5)
+    for args in [(0, 1, 5), (1, 0.1, 5), (1e-3, 1, 1)]:
+        with pytest.raises(ValueError):
+            ExponentialSweep(*args)
+
+
+def test_smoothing_is_bias_corrected():
+    np.testing.assert_allclose(smooth([2.0, 2.0, 2.0]), [2.0, 2.0, 2.0])
+
+
+def test_compare_learning_rates_picks_lowest_validation_loss():
+    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
+    cmp = compare_learning_rates(build, blobs(), [1e-6, 1e-2], epochs=2)
+    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-6, 1e-2])
+    assert cmp.best_rate == pytest.approx(1e-2)
+    assert cmp.seconds > 0 and all(r.epochs == 2 for r in cmp.records)
