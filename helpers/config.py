@@ -44,8 +44,8 @@ class Settings:
         return base if self.mode == "full" else base / "quick"
 
 
-FULL = Settings("full", None, None, None, max_epochs=100, patience=10, batch_size=32,
-                lr_sweep_steps=400, candidate_epochs=3, mc_samples=100)
+FULL = Settings("full", None, None, None, max_epochs=100, patience=20, batch_size=32,
+                lr_sweep_steps=400, candidate_epochs=2, mc_samples=100)
 QUICK = Settings("quick", 200, 50, 100, max_epochs=3, patience=2, batch_size=32,
                  lr_sweep_steps=60, candidate_epochs=1, mc_samples=10)
 

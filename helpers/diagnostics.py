@@ -64,9 +64,11 @@ def layer_stats(model: keras.Model, x, y) -> LayerStats:
         x, y: a batch of inputs (scaled like the training data) and its labels (N,).
     """
     outs, dense = hidden_outputs(model)
-    probe = keras.Model(model.inputs, outs)
-    acts = [np.asarray(a) for a in probe(x, training=False)]
+    probe = keras.Model(model.inputs[0], outs)
+    # float64: with a bad init the activations reach 1e17, whose squares overflow float32
+    acts = [np.asarray(a, dtype=np.float64) for a in probe(x, training=False)]
     grads = _kernel_gradients(model, x, np.asarray(y))
     return LayerStats(act_mean=tuple(float(a.mean()) for a in acts),
                       act_std=tuple(float(a.std()) for a in acts),
-                      grad_norm=tuple(float(np.linalg.norm(grads[id(d.kernel)])) for d in dense))
+                      grad_norm=tuple(float(np.linalg.norm(grads[id(d.kernel)].astype(np.float64)))
+                                      for d in dense))

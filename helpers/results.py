@@ -96,8 +96,8 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
     """Load a saved record; a missing one names the notebook or command that makes it."""
     path = record_path(variant, mode, directory)
     if not path.exists():
-        raise FileNotFoundError(f"no run record {path}: run the notebook that trains {variant!r} "
-                                f"first (in {mode or config.MODE} mode)")
+        raise FileNotFoundError(f"no run record {path}: first run the notebook or script that trains "
+                                f"{variant!r} in {mode or config.MODE} mode (README, 'Results')")
     with open(path) as f:
         return RunRecord.from_dict(json.load(f))
 

@@ -15,6 +15,7 @@ between batches are not used anywhere in this project (see DESIGN.md's traps).
 """
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -55,8 +56,30 @@ def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None):
     return order[: n_full * batch_size].reshape(n_full, batch_size), order[n_full * batch_size:]
 
 
+_COMPILED = {}  # signature -> (train_scan, eval_scan), jitted; see _JaxStepper
+
+
+def _signature(model: keras.Model) -> str:
+    """What the compiled step bakes in: architecture, optimizer settings and loss, not the values.
+
+    A float learning rate is an optimizer *variable*, passed in with the state, so it is
+    left out; a schedule's parameters are Python constants in the trace, so they stay in.
+    """
+    opt = model.optimizer.get_config()
+    if not isinstance(opt.get("learning_rate"), dict):
+        opt.pop("learning_rate", None)
+    return json.dumps([type(model).__name__, model.get_config(), type(model.optimizer).__name__, opt,
+                       keras.saving.serialize_keras_object(model.loss)], sort_keys=True, default=str)
+
+
 class _JaxStepper:
-    """Many train (or eval) steps as one compiled scan through Keras' stateless API."""
+    """Many train (or eval) steps as one compiled scan through Keras' stateless API.
+
+    The compiled functions are shared between models of the same signature (same
+    architecture, optimizer settings and loss): they read every value, weights and
+    learning rate included, from the state passed in, so a second model of the same
+    kind (the next learning-rate candidate) starts without compiling again.
+    """
 
     def __init__(self, model: keras.Model):
         import jax
@@ -68,6 +91,11 @@ class _JaxStepper:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         self.model = model
+        self._jnp = jnp
+        key = _signature(model)
+        if key in _COMPILED:
+            self._train, self._eval = _COMPILED[key]
+            return
         loss_fn = model.loss
 
         def train_step(state, batch):
@@ -100,7 +128,9 @@ class _JaxStepper:
 
         self._train = jax.jit(train_scan)
         self._eval = jax.jit(eval_scan)
-        self._jnp = jnp
+        if len(_COMPILED) >= 16:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = (self._train, self._eval)
 
     def _state(self):
         m = self.model

@@ -61,7 +61,7 @@ def test_invalid_records_are_refused():
 
 
 def test_missing_record_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the notebook that trains 'bn'"):
+    with pytest.raises(FileNotFoundError, match="notebook or script that trains 'bn'"):
         results.load_run("bn", directory=tmp_path)
 
 

@@ -96,3 +96,23 @@ def test_fast_path_matches_plain_fit():
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
     assert int(a.optimizer.iterations.numpy()) == int(b.optimizer.iterations.numpy()) == 14
+
+
+@pytest.mark.skipif(not FAST, reason="the compiled fast path exists under the JAX backend")
+def test_shared_compiled_step_gives_the_same_training_as_a_fresh_one():
+    """A model that reuses another model's compiled step (same signature) trains as if alone."""
+    data = blobs(n_train=300)
+    training._COMPILED.clear()
+    training.train(small_model(lr=5e-2, seed=1), data, "first", max_epochs=1, verbose=0)
+    assert len(training._COMPILED) == 1
+    shared = small_model(lr=1e-2, seed=2)
+    training.train(shared, data, "second", max_epochs=2, patience=2, verbose=0)
+    assert len(training._COMPILED) == 1  # reused, not compiled again
+    training._COMPILED.clear()
+    alone = small_model(lr=1e-2, seed=2)
+    training.train(alone, data, "alone", max_epochs=2, patience=2, verbose=0)
+    for a, b in zip(shared.get_weights(), alone.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    other = training.compile_model(build_dnn(**{**SMALL, "n_neurons": 8}), 1e-2)
+    training.train(other, data, "other", max_epochs=1, verbose=0)
+    assert len(training._COMPILED) == 2  # another architecture compiles its own
