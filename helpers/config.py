@@ -35,6 +35,7 @@ class Settings:
     batch_size: int
     lr_sweep_steps: int
     candidate_epochs: int
+    candidate_fraction: float  # share of the training set the short LR check trains on
     mc_samples: int
 
     @property
@@ -45,9 +46,9 @@ class Settings:
 
 
 FULL = Settings("full", None, None, None, max_epochs=100, patience=20, batch_size=32,
-                lr_sweep_steps=400, candidate_epochs=2, mc_samples=100)
+                lr_sweep_steps=400, candidate_epochs=2, candidate_fraction=0.5, mc_samples=100)
 QUICK = Settings("quick", 200, 50, 100, max_epochs=3, patience=2, batch_size=32,
-                 lr_sweep_steps=60, candidate_epochs=1, mc_samples=10)
+                 lr_sweep_steps=60, candidate_epochs=1, candidate_fraction=1.0, mc_samples=10)
 
 
 def read_mode(environ=os.environ) -> str:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
 
 from helpers import config, training
+from helpers.data import N_CLASSES, class_balanced_subset
 
 
 @keras.saving.register_keras_serializable(package="helpers")
@@ -153,18 +154,26 @@ class RateComparison:
     seconds: float  # total wall time of the short trainings
 
 
-def compare_learning_rates(build_model, data, rates, epochs: int | None = None, variant: str = "candidate",
-                           settings=None, **compile_kwargs) -> RateComparison:
+def compare_learning_rates(build_model, data, rates, epochs: int | None = None, fraction: float | None = None,
+                           variant: str = "candidate", settings=None, **compile_kwargs) -> RateComparison:
     """Train a fresh model at each rate for a few epochs; pick by best validation loss.
 
     Args:
         build_model: a function with no arguments returning a fresh, uncompiled model
             (same seed each time, so only the rate differs).
         rates: the candidate learning rates.
+        epochs, fraction: how long, and on which share of the training set (a
+            class-balanced subset, the same for every rate); default: the mode's settings.
     Used in: notebooks 02-06.
     """
     settings = settings or config.SETTINGS
     epochs = epochs or settings.candidate_epochs
+    fraction = fraction or settings.candidate_fraction
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction < 1:
+        keep = class_balanced_subset(data.y_train, int(len(data.y_train) * fraction) // N_CLASSES)
+        data = replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     records = []
     for rate in rates:
         model = training.compile_model(build_model(), rate, **compile_kwargs)

@@ -109,6 +109,13 @@ def summary_frame(records) -> pd.DataFrame:
     return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
 
 
+def summary_table(records):
+    """``summary_frame`` formatted for a notebook: rates in scientific notation, 4 digits."""
+    return (summary_frame(records).style.hide(axis="index")
+            .format(precision=4).format({"learning_rate": "{:.2e}", "seconds_per_epoch": "{:.2f}",
+                                         "wall_time_to_best": "{:.1f}"}))
+
+
 def history_frame(records) -> pd.DataFrame:
     """A tidy frame: one row per (variant, epoch), columns for each history key."""
     rows = []

@@ -103,3 +103,12 @@ def test_compare_learning_rates_picks_lowest_validation_loss():
     assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-6, 1e-2])
     assert cmp.best_rate == pytest.approx(1e-2)
     assert cmp.seconds > 0 and all(r.epochs == 2 for r in cmp.records)
+    assert all(r.config["sizes"]["train"] == 600 for r in cmp.records)
+
+
+def test_compare_learning_rates_on_a_balanced_share_of_the_training_set():
+    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
+    cmp = compare_learning_rates(build, blobs(n_train=1000), [1e-3], epochs=1, fraction=0.5)
+    assert cmp.records[0].config["sizes"]["train"] == 500
+    with pytest.raises(ValueError, match="fraction"):
+        compare_learning_rates(build, blobs(), [1e-3], epochs=1, fraction=1.5)

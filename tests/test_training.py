@@ -78,10 +78,11 @@ def test_tensorboard_logs_are_written(tmp_path):
 
 
 @pytest.mark.skipif(not FAST, reason="the compiled fast path exists under the JAX backend")
-def test_fast_path_matches_plain_fit():
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_fast_path_matches_plain_fit(batch_norm):
     """Same seed, same data order: the scan loop and Keras' fit take the same steps."""
     data = blobs(n_train=200)
-    a, b = small_model(lr=1e-2, seed=3), small_model(lr=1e-2, seed=3)
+    a, b = small_model(lr=1e-2, seed=3, batch_norm=batch_norm), small_model(lr=1e-2, seed=3, batch_norm=batch_norm)
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
     history = a.fit(data.x_train, data.y_train, batch_size=32, epochs=2, shuffle=False, verbose=0)
     stepper = training.stepper_for(b)
@@ -116,3 +117,24 @@ def test_shared_compiled_step_gives_the_same_training_as_a_fresh_one():
     other = training.compile_model(build_dnn(**{**SMALL, "n_neurons": 8}), 1e-2)
     training.train(other, data, "other", max_epochs=1, verbose=0)
     assert len(training._COMPILED) == 2  # another architecture compiles its own
+
+
+def test_schedule_takes_effect_at_every_step_of_a_training_epoch():
+    """Through the epoch path itself (scan under JAX, fit under TensorFlow, speed-ups on).
+
+    One-weight probe: the gradient is -1 at every step, so with SGD the weight ends at
+    the sum of the rates actually applied. A rate refreshed only every k steps (a
+    callback with steps_per_execution=k) would give a different sum.
+    """
+    from helpers.lr_finder import ExponentialSweep
+    from tests.test_lr_finder import probe_data, probe_model
+
+    schedule = ExponentialSweep(1e-3, 1e-1, steps=64)
+    model = probe_model(keras.optimizers.SGD(learning_rate=schedule))
+    data = probe_data(n=64)
+    stepper = training.stepper_for(model)
+    x, y = stepper.device_arrays(data.x_train, data.y_train)
+    training.train_epoch(stepper, x, y, batch_size=1, seed=0)
+    w = float(model.get_weights()[0].ravel()[0])
+    assert w == pytest.approx(schedule.rate_at(np.arange(64)).sum(), rel=1e-4)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 64
