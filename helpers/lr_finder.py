@@ -107,9 +107,9 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
     beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
     probe = keras.models.clone_model(model)
     probe.set_weights(model.get_weights())
-    probe.compile(optimizer=_optimizer_with_rate(model, schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy() if getattr(model, "loss", None) is None
-                  else model.loss, metrics=["accuracy"])
+    training.compile_with_speedups(
+        probe, _optimizer_with_rate(model, schedule),
+        keras.losses.SparseCategoricalCrossentropy() if getattr(model, "loss", None) is None else model.loss)
     stepper = training.stepper_for(probe)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
     full, _ = training.batch_indices(len(data.y_train), batch_size, np.random.default_rng(seed))

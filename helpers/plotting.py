@@ -9,6 +9,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from helpers import config
+
 VARIANT_COLORS = dict(zip(
     ("baseline", "bn", "selu", "alpha_dropout", "mc_dropout", "onecycle"),
     sns.color_palette("colorblind", 6)))
@@ -101,3 +103,17 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig, name: str, settings=None):
+    """Save a figure for the README as ``results/figures/<name>.png``, in full mode only.
+
+    Returns the path, or None in quick mode (quick figures are never committed).
+    """
+    settings = settings or config.SETTINGS
+    if settings.mode != "full":
+        return None
+    path = settings.results_dir / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    return path

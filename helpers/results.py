@@ -111,9 +111,9 @@ def summary_frame(records) -> pd.DataFrame:
 
 def summary_table(records):
     """``summary_frame`` formatted for a notebook: rates in scientific notation, 4 digits."""
-    return (summary_frame(records).style.hide(axis="index")
-            .format(precision=4).format({"learning_rate": "{:.2e}", "seconds_per_epoch": "{:.2f}",
-                                         "wall_time_to_best": "{:.1f}"}))
+    formats = {"learning_rate": "{:.2e}", "valid_accuracy": "{:.4f}", "test_accuracy": "{:.4f}",
+               "seconds_per_epoch": "{:.2f}", "wall_time_to_best": "{:.1f}"}
+    return summary_frame(records).style.hide(axis="index").format(formats)
 
 
 def history_frame(records) -> pd.DataFrame:

@@ -32,3 +32,21 @@ def test_variant_keeps_its_colour_across_figures():
 def test_no_runs_is_an_error():
     with pytest.raises(ValueError):
         plotting.plot_learning_curves([])
+
+
+def test_figures_are_saved_in_full_mode_only(tmp_path):
+    import dataclasses
+
+    from helpers import config
+
+    fig = plotting.plot_learning_curves([make_record("baseline")])
+    full = dataclasses.replace(config.FULL)
+    quick = dataclasses.replace(config.QUICK)
+    assert plotting.save_figure(fig, "x", quick) is None
+    # results_dir is derived from the mode; point it at tmp_path for the test
+    import unittest.mock as mock
+
+    with mock.patch.object(type(full), "results_dir", property(lambda self: tmp_path)):
+        path = plotting.save_figure(fig, "curves", full)
+    assert path == tmp_path / "figures" / "curves.png" and path.stat().st_size > 10_000
+    plt.close(fig)

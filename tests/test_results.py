@@ -69,7 +69,8 @@ def test_frames():
     records = [make_record("baseline"), make_record("bn", epochs=2)]
     summary = results.summary_frame(records)
     assert summary["variant"].tolist() == ["baseline", "bn"]
-    assert "1.00e-03" in results.summary_table(records).to_html()
+    html = results.summary_table(records).to_html()
+    assert "1.00e-03" in html and "0.4900" in html and "0.490000" not in html
     tidy = results.history_frame(records)
     assert len(tidy) == 5 and tidy.query("variant == 'bn'")["epoch"].tolist() == [1, 2]
     assert {"loss", "val_accuracy", "epoch_seconds"} <= set(tidy.columns)

@@ -138,3 +138,5 @@ def test_schedule_takes_effect_at_every_step_of_a_training_epoch():
     w = float(model.get_weights()[0].ravel()[0])
     assert w == pytest.approx(schedule.rate_at(np.arange(64)).sum(), rel=1e-4)
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 64
+    if keras.backend.backend() == "tensorflow":
+        assert model.steps_per_execution == training.TF_SPEEDUPS["steps_per_execution"] > 1
