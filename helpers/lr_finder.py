@@ -120,9 +120,8 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
         batch_losses, _, _ = stepper.train_steps(x, y, full[first:min(first + chunk, steps)], empty)
         losses.extend(float(v) for v in batch_losses)
         s = smooth(losses, beta)
-        bad = [i for i, (raw, sm) in enumerate(zip(losses, s))
-               if not math.isfinite(raw) or sm > stop_factor * np.nanmin(s[: i + 1])]
-        if bad:
+        bad = np.flatnonzero(~np.isfinite(losses) | (s > stop_factor * np.fmin.accumulate(s)))
+        if bad.size:
             losses = losses[: bad[0] + 1]
             stopped = f"stopped at {schedule.rate_at(bad[0]):.2g}: loss diverged"
             break
@@ -177,7 +176,7 @@ def compare_learning_rates(build_model, data, rates, epochs: int | None = None, 
     records = []
     for rate in rates:
         model = training.compile_model(build_model(), rate, **compile_kwargs)
-        records.append(training.train(model, data, f"{variant} lr={rate:.2g}", max_epochs=epochs,
+        records.append(training.train(model, data, f"{variant} lr={rate:.1e}", max_epochs=epochs,
                                       patience=epochs, verbose=0, settings=settings))
     best = min(records, key=lambda r: min(r.history["val_loss"]))
     return RateComparison(records=tuple(records), best_rate=best.learning_rate,

@@ -7,7 +7,9 @@ with units and a legend, and the same colour for the same variant in every noteb
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from helpers import config
 
@@ -48,6 +50,7 @@ def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark
             if mark_best:
                 ax.plot(r.best_epoch, r.history[f"val_{metric}"][r.best_epoch - 1], "o", color=c)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{metric} (cross-entropy, nats)" if metric == "loss" else f"{metric} (fraction)")
         ax.set_title(f"{metric}: train (dashed) vs validation (solid); dot = best epoch")
         ax.legend(fontsize="small")
@@ -66,13 +69,18 @@ def plot_lr_finder(result, ax=None):
         _, ax = plt.subplots(figsize=(7, 4))
     ax.plot(result.rates, result.losses, color="0.75", lw=0.8, label="batch loss")
     ax.plot(result.rates, result.smoothed, color="C0", label="smoothed loss")
+    best = int(np.argmin(result.smoothed))
+    ax.plot(result.rates[best], result.smoothed[best], "o", color="C0",
+            label=f"smoothed minimum at {result.rates[best]:.2g}")
     ax.axvline(result.suggestion, color="C3", ls="--",
                label=f"suggestion {result.suggestion:.2g} ({result.rule})")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (cross-entropy, nats)")
-    lo, hi = min(result.smoothed), max(result.smoothed[0], min(result.smoothed) * 2.5)
-    ax.set_ylim(lo - 0.05 * (hi - lo), hi)
+    # zoom on the useful part: from the minimum to a little above the starting loss
+    lo, start = min(result.smoothed), result.smoothed[0]
+    hi = start + max(start - lo, 0.05 * start)
+    ax.set_ylim(lo - 0.25 * (hi - lo), hi)
     ax.set_title(f"LR finder: {len(result.rates)} steps, {result.stopped}")
     ax.legend(fontsize="small")
     return ax.figure
@@ -90,16 +98,25 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
         depth = range(1, len(s.act_std) + 1)
         axes[0].plot(depth, s.act_mean, "o-", ms=3, color=f"C{i}", label=label)
         axes[1].plot(depth, s.act_std, "o-", ms=3, color=f"C{i}", label=label)
-        axes[2].plot(depth, s.grad_norm, "o-", ms=3, color=f"C{i}", label=label)
-    for ax, ylabel, subtitle in zip(axes, ("mean activation", "std of activations (log scale)",
+        zero = not any(g > 0 for g in s.grad_norm)
+        axes[2].plot(depth, s.grad_norm, "o-", ms=3, color=f"C{i}",
+                     label=f"{label}: exactly 0, not drawn" if zero else label)
+    for ax, ylabel, subtitle in zip(axes, ("mean activation (symmetric log scale)",
+                                           "std of activations (log scale)",
                                            "gradient norm of kernel (log scale)"),
-                                    ("mean", "spread", "gradient")):
+                                    ("mean of the activations", "spread of the activations",
+                                     "gradient reaching each layer's kernel")):
         ax.set_xlabel("hidden layer (1 = nearest the input)")
         ax.set_ylabel(ylabel)
         ax.set_title(subtitle)
-        ax.legend(fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_yscale("symlog", linthresh=1e-3)
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_yticks([t for t in (-1e12, -1e6, -1, -1e-2, 0, 1e-2, 1, 1e6, 1e12, 1e18) if lo <= t <= hi])
     axes[1].set_yscale("log")
     axes[2].set_yscale("log")
+    for ax in axes:
+        ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import plotting  # noqa: E402
@@ -49,4 +50,33 @@ def test_figures_are_saved_in_full_mode_only(tmp_path):
     with mock.patch.object(type(full), "results_dir", property(lambda self: tmp_path)):
         path = plotting.save_figure(fig, "curves", full)
     assert path == tmp_path / "figures" / "curves.png" and path.stat().st_size > 10_000
+    plt.close(fig)
+
+
+def test_lr_finder_plot_marks_minimum_and_suggestion():
+    from helpers.lr_finder import LRFinderResult
+
+    rates = tuple(np.logspace(-6, 0, 50))
+    losses = tuple(2.3 - np.sin(np.linspace(0, 3, 50)))
+    result = LRFinderResult(rates, losses, losses, suggestion=1e-4, rule="rate at minimum smoothed loss / 10",
+                            stopped="test", seconds=1.0)
+    fig = plotting.plot_lr_finder(result)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "learning rate" in ax.get_xlabel() and ax.get_title()
+    labels = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "suggestion 0.0001 (rate at minimum smoothed loss / 10)" in labels and "minimum" in labels
+    lo, hi = ax.get_ylim()
+    assert lo < min(losses) and hi >= losses[0]
+    plt.close(fig)
+
+
+def test_layer_stats_plot_says_when_gradients_are_all_zero():
+    from helpers.diagnostics import LayerStats
+
+    ok = LayerStats((0.1, 0.0), (1.0, 0.5), (1e-3, 1e-3))
+    dead = LayerStats((1e3, 1e9), (1e3, 1e9), (0.0, 0.0))
+    fig = plotting.plot_layer_stats({"He": ok, "N(0,1)": dead})
+    labels = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    assert labels == ["He", "N(0,1): exactly 0, not drawn"]
+    assert all(ax.get_xlabel() and ax.get_ylabel() and ax.get_title() for ax in fig.axes)
     plt.close(fig)
