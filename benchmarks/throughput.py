@@ -1,6 +1,6 @@
 """Seconds per training epoch, side by side: the reference way, helpers' path, and the floor.
 
-    python benchmarks/throughput.py                 # baseline and BN nets, all ways (about 6 min)
+    python benchmarks/throughput.py                 # baseline and BN nets, all ways (about 8 min)
     python benchmarks/throughput.py --repeats 1 --samples 4500   # a fast smoke run
 
 Each way runs in its own process (Keras fixes its backend at import), one after the
@@ -149,8 +149,10 @@ def measure_one(way, model_name, samples, batch_size, repeats):
         times.append(time.perf_counter() - start)
     import keras
 
-    return {"way": way, "model": model_name, "backend": keras.backend.backend(), "warmup_s": warmup,
-            "epoch_s": times, "median_s": statistics.median(times)}
+    backend = keras.backend.backend()
+    return {"way": way, "model": model_name, "backend": backend,
+            "versions": {"keras": keras.__version__, backend: __import__(backend).__version__},
+            "warmup_s": warmup, "epoch_s": times, "median_s": statistics.median(times)}
 
 
 def main(argv=None):
@@ -191,7 +193,9 @@ def main(argv=None):
             print(f"{model_name:8s} {r['way']:14s} {r['median_s']:8.2f} {ratio:>26s}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"date": time.strftime("%Y-%m-%d"), "samples": args.samples, "batch_size": args.batch_size,
+            json.dump({"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.system()} {platform.machine()}",
+                       "cpu_cores": os.cpu_count(), "python": platform.python_version(),
+                       "samples": args.samples, "batch_size": args.batch_size,
                        "repeats": args.repeats, "rows": rows}, f, indent=1)
     return 0
 

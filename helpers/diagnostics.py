@@ -1,7 +1,9 @@
 """What happens inside a deep network at initialization, layer by layer.
 
-Part (a)'s question is whether the signal survives 20 layers: if activations shrink or
-grow from layer to layer, the gradients do too, and the first layers stop learning.
+Part (a)'s question is whether the signal survives 20 layers: activations that shrink or
+grow by a constant factor per layer reach 0 or overflow after 20 of them, and then the
+gradients vanish or blow up and the layers stop learning. Notebook 01 measures both, since
+they need not move together (with He + Swish the activations shrink, the gradients do not).
 Used in: notebooks 01 and 04.
 """
 from __future__ import annotations

@@ -148,9 +148,9 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
 class RateComparison:
     """Short trainings at a few rates; the one with the lowest validation loss wins."""
 
-    records: tuple  # one RunRecord per rate
+    records: tuple  # one RunRecord per rate (test set not evaluated)
     best_rate: float
-    seconds: float  # total wall time of the short trainings
+    seconds: float  # wall time of the whole comparison: building, compiling, training, validating
 
 
 def compare_learning_rates(build_model, data, rates, epochs: int | None = None, fraction: float | None = None,
@@ -166,18 +166,19 @@ def compare_learning_rates(build_model, data, rates, epochs: int | None = None, 
     Used in: notebooks 02-06.
     """
     settings = settings or config.SETTINGS
-    epochs = epochs or settings.candidate_epochs
-    fraction = fraction or settings.candidate_fraction
+    epochs = settings.candidate_epochs if epochs is None else epochs
+    fraction = settings.candidate_fraction if fraction is None else fraction
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if fraction < 1:
         keep = class_balanced_subset(data.y_train, int(len(data.y_train) * fraction) // N_CLASSES)
         data = replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     records = []
+    start = time.perf_counter()
     for rate in rates:
         model = training.compile_model(build_model(), rate, **compile_kwargs)
         records.append(training.train(model, data, f"{variant} lr={rate:.1e}", max_epochs=epochs,
-                                      patience=epochs, verbose=0, settings=settings))
+                                      patience=epochs, verbose=0, evaluate_test=False, settings=settings))
     best = min(records, key=lambda r: min(r.history["val_loss"]))
     return RateComparison(records=tuple(records), best_rate=best.learning_rate,
-                          seconds=sum(sum(r.history["epoch_seconds"]) for r in records))
+                          seconds=time.perf_counter() - start)

@@ -15,13 +15,17 @@ def accuracy(y_true, y_pred) -> float:
     Args:
         y_true: class ids of shape (N,). Shape (N, 1) is refused: flatten labels once,
             at load (``helpers.data`` does).
-        y_pred: predicted class ids (N,) or class probabilities (N, n_classes).
+        y_pred: predicted class ids (N,) or class probabilities (N, n_classes) with
+            n_classes > 1; predictions of shape (N, 1) are refused like labels of that shape.
     Used in: notebooks 02-06.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1:
         raise ValueError(f"y_true must have shape (N,), got {y_true.shape}: comparing (N, 1) with (N,) "
                          "broadcasts to (N, N); flatten the labels first (y.ravel())")
+    if y_pred.ndim == 2 and y_pred.shape[1] == 1:
+        raise ValueError(f"y_pred has shape {y_pred.shape}: class ids must be (N,) and probabilities "
+                         "(N, n_classes); (N, 1) would be argmaxed to all zeros or broadcast")
     if y_pred.ndim == 2:
         y_pred = y_pred.argmax(axis=1)
     if y_pred.ndim != 1 or len(y_pred) != len(y_true):

@@ -20,7 +20,10 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
 
     Args:
         n_hidden, n_neurons: depth and width of the hidden stack.
-        activation, initializer: Keras names, e.g. ``"selu"`` and ``"lecun_normal"``.
+        activation, initializer: Keras names, e.g. ``"selu"`` and ``"lecun_normal"``, or an
+            initializer object. An object is copied for each layer without its seed: a seeded
+            Keras initializer returns the same values at every call, which would give all
+            layers one identical kernel; ``seed`` below makes the draws reproducible.
         batch_norm: a BatchNormalization after Flatten and before every hidden
             activation; the Dense layers then have no bias (BN's beta replaces it).
         alpha_dropout: rate of an AlphaDropout before the output layer. Only with SELU
@@ -44,17 +47,22 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
 
+    def kernel_init():
+        if isinstance(initializer, keras.initializers.Initializer):
+            return type(initializer).from_config({**initializer.get_config(), "seed": None})
+        return initializer
+
     layers = [keras.Input(shape=input_shape), keras.layers.Flatten()]
     if batch_norm:
         layers.append(keras.layers.BatchNormalization())
     for _ in range(n_hidden):
         if batch_norm:
-            layers += [keras.layers.Dense(n_neurons, kernel_initializer=initializer, use_bias=False),
+            layers += [keras.layers.Dense(n_neurons, kernel_initializer=kernel_init(), use_bias=False),
                        keras.layers.BatchNormalization(),
                        keras.layers.Activation(activation)]
         else:
             layers.append(keras.layers.Dense(n_neurons, activation=activation,
-                                             kernel_initializer=initializer))
+                                             kernel_initializer=kernel_init()))
     if alpha_dropout:
         layers.append(keras.layers.AlphaDropout(alpha_dropout, seed=seed))
     layers.append(keras.layers.Dense(n_classes, activation="softmax"))

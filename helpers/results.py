@@ -27,7 +27,7 @@ class RunRecord:
     data: str
     learning_rate: float
     epochs: int
-    best_epoch: int  # 1-based, lowest validation loss
+    best_epoch: int  # 1-based, lowest validation loss; 0 if no epoch had a finite one
     valid_accuracy: float
     test_accuracy: float
     valid_loss: float

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -30,7 +31,7 @@ from helpers.results import RunRecord
 
 
 # Under TensorFlow, XLA and 32 steps per call to the compiled function cut an epoch of the
-# baseline from 6.3 s to 2.9 s here (benchmarks/README.md). Several steps per call would
+# baseline from 5.9 s to 3.4 s here (benchmarks/README.md). Several steps per call would
 # break a learning rate set by a per-batch callback; ours are schedules of the optimizer's
 # iteration counter, read inside the step (tests/test_training.py checks every step).
 TF_SPEEDUPS = {"jit_compile": True, "steps_per_execution": 32}
@@ -67,7 +68,9 @@ def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None):
     return order[: n_full * batch_size].reshape(n_full, batch_size), order[n_full * batch_size:]
 
 
-_COMPILED = {}  # signature -> (train_scan, eval_scan), jitted; see _JaxStepper
+# signature -> (train_scan, eval_scan), jitted; see _JaxStepper. The closures keep the first
+# model of each signature alive (at most 16 small models).
+_COMPILED = {}
 
 
 def _signature(model: keras.Model) -> str:
@@ -197,7 +200,7 @@ class _KerasStepper:
         for idx in [*full, rest]:
             if len(idx):
                 xb, yb = x[idx], y[idx]
-                # reset_metrics=True (default): the batch's own loss, not a running mean
+                # train_on_batch resets the metrics at each call: the batch's own loss, not a running mean
                 logs = self.model.train_on_batch(xb, yb, return_dict=True)
                 losses.append(logs["loss"])
                 corrects.append(logs.get("accuracy", np.nan) * len(idx))
@@ -205,7 +208,7 @@ class _KerasStepper:
         return np.array(losses), np.array(corrects), np.array(sizes)
 
     def train_epoch(self, x, y, batch_size, seed):
-        # shuffled by the backend's RNG, seeded once by build_dnn
+        # shuffled by the backend's RNG, seeded once by build_dnn; ``seed`` is not used here
         h = self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
         return h.history["loss"][0], h.history.get("accuracy", [np.nan])[0]
 
@@ -227,8 +230,13 @@ def stepper_for(model: keras.Model, fast: bool | None = None):
     return _JaxStepper(model) if fast else _KerasStepper(model)
 
 
-def train_epoch(stepper, x, y, batch_size: int, seed: int):
-    """One epoch over shuffled data; returns (mean loss, accuracy) weighted by batch size."""
+def train_epoch(stepper, x, y, batch_size: int, seed):
+    """One epoch over shuffled data; returns (mean loss, accuracy) weighted by batch size.
+
+    ``seed`` (an int or a tuple such as ``(run_seed, epoch)``) fixes the batch order of the
+    JAX path. Under other backends ``fit`` shuffles with the backend's generator, seeded
+    once by ``build_dnn``.
+    """
     if isinstance(stepper, _KerasStepper):
         return stepper.train_epoch(x, y, batch_size, seed)
     full, rest = batch_indices(len(y), batch_size, np.random.default_rng(seed))
@@ -262,7 +270,8 @@ def optimizer_config(optimizer) -> dict:
 
 def versions() -> dict:
     out = {"python": sys.version.split()[0], "keras": keras.__version__, "numpy": np.__version__,
-           "backend": keras.backend.backend(), "machine": f"{platform.system()} {platform.machine()}"}
+           "backend": keras.backend.backend(),
+           "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"}
     backend_module = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}.get(out["backend"])
     if backend_module:
         out[backend_module] = __import__(backend_module).__version__
@@ -277,7 +286,7 @@ def _format_epoch(epoch, max_epochs, loss, acc, val_loss, val_acc, seconds, best
 def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = None,
           patience: int | None = None, batch_size: int | None = None, seed: int = config.SEED,
           verbose: int = 1, tensorboard_dir=None, extra_config: dict | None = None,
-          settings=None) -> RunRecord:
+          evaluate_test: bool = True, settings=None) -> RunRecord:
     """Train a compiled model with early stopping on validation loss; restore the best weights.
 
     Args:
@@ -287,15 +296,19 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
         verbose: 1 prints one line per epoch (best epochs marked), 0 prints nothing.
         tensorboard_dir: if given, per-epoch scalars are written there for TensorBoard.
         extra_config: anything else the record's ``config`` should keep.
+        evaluate_test: False leaves the test set alone (test metrics NaN), for runs that
+            only compare settings, such as learning-rate candidates.
     Returns:
         A ``RunRecord`` (not yet saved: ``helpers.results.save_run``). Each epoch's time
         covers training and validation; the first epoch (compilation) is kept apart.
     Used in: notebooks 02-06.
     """
     settings = settings or config.SETTINGS
-    max_epochs = max_epochs or settings.max_epochs
-    patience = patience or settings.patience
-    batch_size = batch_size or settings.batch_size
+    max_epochs = settings.max_epochs if max_epochs is None else max_epochs
+    patience = settings.patience if patience is None else patience
+    batch_size = settings.batch_size if batch_size is None else batch_size
+    if max_epochs < 1 or patience < 1:
+        raise ValueError(f"max_epochs and patience must be at least 1, got {max_epochs}, {patience}")
     stepper = stepper_for(model)
     x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
     x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)
@@ -305,7 +318,7 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     stopped, elapsed = "max_epochs", 0.0
     for epoch in range(1, max_epochs + 1):
         start = time.perf_counter()
-        loss, acc = train_epoch(stepper, x_train, y_train, batch_size, seed + epoch)
+        loss, acc = train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch))
         val_loss, val_acc = stepper.evaluate(x_valid, y_valid, 500)
         seconds = time.perf_counter() - start
         elapsed += seconds
@@ -330,7 +343,8 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     if best[2] is not None:
         model.set_weights(best[2])
     valid_loss, valid_acc = stepper.evaluate(x_valid, y_valid, 500)
-    test_loss, test_acc = stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), 500)
+    test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), 500)
+                           if evaluate_test else (math.nan, math.nan))
     times = history["epoch_seconds"]
     record = RunRecord(
         variant=variant, mode=settings.mode, data=data.source,

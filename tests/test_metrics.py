@@ -17,6 +17,12 @@ def test_labels_of_shape_n_1_are_refused():
         accuracy(y.reshape(-1, 1), y)
 
 
+def test_predictions_of_shape_n_1_are_refused_too():
+    y = np.arange(10)
+    with pytest.raises(ValueError, match=r"\(10, 1\)"):
+        accuracy(y, y.reshape(-1, 1))
+
+
 def test_probabilities_are_argmaxed_and_lengths_checked():
     probs = np.eye(10)[[3, 1, 2]]
     assert accuracy(np.array([3, 1, 0]), probs) == pytest.approx(2 / 3)

@@ -55,3 +55,14 @@ def test_describe_reads_the_layers():
     d = describe(build_dnn(n_hidden=4, n_neurons=7, activation="selu", initializer="lecun_normal"))
     assert d == {"n_hidden": 4, "n_neurons": 7, "activation": "selu", "initializer": "LecunNormal",
                  "batch_norm": False, "alpha_dropout": 0.0, "parameters": d["parameters"]}
+
+
+def test_initializer_object_gives_each_layer_its_own_draw_reproducibly():
+    init = keras.initializers.RandomNormal(stddev=0.01, seed=7)  # seeded: same values at every call
+    kernels = [l.kernel.numpy() for l in build_dnn(n_hidden=3, n_neurons=8, initializer=init).layers
+               if isinstance(l, keras.layers.Dense)][1:3]
+    assert not np.array_equal(kernels[0], kernels[1])
+    again = [l.kernel.numpy() for l in build_dnn(n_hidden=3, n_neurons=8, initializer=init).layers
+             if isinstance(l, keras.layers.Dense)][1:3]
+    assert np.array_equal(kernels[0], again[0])  # build_dnn's seed makes it reproducible
+    assert abs(kernels[0].std() - 0.01) < 0.003

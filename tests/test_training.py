@@ -35,7 +35,8 @@ def test_training_learns_and_fills_the_record():
 def test_best_weights_are_restored():
     data = blobs(spread=2.0)  # noisy: validation loss goes up and down at this rate
     model = small_model(lr=3e-2)
-    record = training.train(model, data, "noisy", max_epochs=8, patience=8, verbose=0)
+    record = training.train(model, data, "noisy", max_epochs=30, patience=3, verbose=0)
+    assert record.stopped == "early_stopping" and record.best_epoch < record.epochs  # weights moved on
     loss, acc = training.evaluate(model, data.x_valid, data.y_valid)
     assert loss == pytest.approx(record.history["val_loss"][record.best_epoch - 1], rel=1e-4)
     assert acc == pytest.approx(record.valid_accuracy)
@@ -57,6 +58,21 @@ def test_progress_is_one_line_per_epoch(capsys):
     training.train(small_model(), blobs(), "lines", max_epochs=3, patience=3)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and all(l.startswith("epoch") for l in lines[:3])
+
+
+def test_different_run_seeds_never_share_a_batch_order():
+    orders = {}
+    for seed in (1, 2):
+        for epoch in (1, 2):
+            full, _ = training.batch_indices(100, 10, np.random.default_rng((seed, epoch)))
+            orders[seed, epoch] = full.ravel().tolist()
+    assert orders[1, 2] != orders[2, 1]  # seed + epoch would make these equal
+    assert len({tuple(o) for o in orders.values()}) == 4
+
+
+def test_zero_epochs_or_patience_is_an_error_not_the_default():
+    with pytest.raises(ValueError, match="at least 1"):
+        training.train(small_model(), blobs(), "x", max_epochs=0, verbose=0)
 
 
 def test_uncompiled_model_is_refused():
