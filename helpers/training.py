@@ -30,8 +30,8 @@ from helpers import config, models
 from helpers.results import RunRecord
 
 
-# Under TensorFlow, XLA and 32 steps per call to the compiled function cut an epoch of the
-# baseline from 5.9 s to 3.4 s here (benchmarks/README.md). Several steps per call would
+# Under TensorFlow, XLA and 32 steps per call to the compiled function about halve an epoch
+# of the baseline here (6.2 s to 3.3 s, benchmarks/README.md). Several steps per call would
 # break a learning rate set by a per-batch callback; ours are schedules of the optimizer's
 # iteration counter, read inside the step (tests/test_training.py checks every step).
 TF_SPEEDUPS = {"jit_compile": True, "steps_per_execution": 32}
