@@ -28,8 +28,11 @@ def notebooks(selection=()) -> list[Path]:
     return paths
 
 
-def execute(path: Path, out: Path, bar=None) -> float:
-    """Run every cell of ``path`` in a fresh kernel, write the result to ``out``; seconds."""
+def execute(path: Path, out: Path, bar=None, env: dict | None = None) -> float:
+    """Run every cell of ``path`` in a fresh kernel, write the result to ``out``; seconds.
+
+    ``env``: the kernel's environment (default: this process's), e.g. with CIFAR10_MODE set.
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -37,7 +40,7 @@ def execute(path: Path, out: Path, bar=None) -> float:
     client = NotebookClient(nb, timeout=None, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    with client.setup_kernel():
+    with client.setup_kernel(env=dict(os.environ if env is None else env)):
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)
             if bar is not None:
@@ -54,12 +57,14 @@ def main(argv=None) -> int:
     parser.add_argument("select", nargs="*", help="run only notebooks whose file name contains one of these")
     parser.add_argument("--quick", action="store_true", help="quick mode, outputs to results/quick/notebooks/")
     args = parser.parse_args(argv)
-    os.environ["CIFAR10_MODE"] = "quick" if args.quick else "full"
-    os.environ.setdefault("KERAS_BACKEND", "jax")
     paths = notebooks(args.select)
     if not paths:
         print(f"no notebook matches {args.select}", file=sys.stderr)
         return 1
+    # the kernels' environment only: this process's own stays as it was (a test that calls
+    # main() must not switch later notebook tests to full mode)
+    env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full"}
+    env.setdefault("KERAS_BACKEND", "jax")
     out_dir = PROJECT_ROOT / "results" / "quick" / "notebooks" if args.quick else NOTEBOOKS
     out_dir.mkdir(parents=True, exist_ok=True)
     import nbformat
@@ -75,10 +80,10 @@ def main(argv=None) -> int:
                         bar.update(k)
                         overall.update(k)
 
-                times[path.name] = execute(path, out_dir / path.name, Both)
+                times[path.name] = execute(path, out_dir / path.name, Both, env)
             tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
     total = sum(times.values())
-    print(f"{len(times)} notebooks, {os.environ['CIFAR10_MODE']} mode, KERAS_BACKEND={os.environ['KERAS_BACKEND']}: "
+    print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode, KERAS_BACKEND={env['KERAS_BACKEND']}: "
           f"{total:.0f} s ({total / 60:.1f} min) in all")
     return 0
 

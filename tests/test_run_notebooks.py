@@ -15,6 +15,21 @@ def test_no_match_is_an_error(capsys):
     assert "no notebook matches" in capsys.readouterr().err
 
 
+def test_mode_goes_to_the_kernel_not_to_this_process(tmp_path):
+    """Regression: main() once set CIFAR10_MODE=full in the caller, so the notebook tests
+    that pytest ran afterwards trained in full mode and overwrote the committed records."""
+    import os
+
+    nb = new_notebook(cells=[new_code_cell("import os; print(os.environ['CIFAR10_MODE'])")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "01_mode.ipynb")
+    before = dict(os.environ)
+    run_notebooks.execute(tmp_path / "01_mode.ipynb", tmp_path / "out.ipynb", env={**os.environ, "CIFAR10_MODE": "full"})
+    assert nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0].text == "full\n"
+    run_notebooks.main(["no-such-notebook"])
+    assert dict(os.environ) == before and os.environ["CIFAR10_MODE"] == "quick"
+
+
 def test_execute_writes_outputs_to_the_target_and_leaves_the_source_alone(tmp_path):
     nb = new_notebook(cells=[new_code_cell("x = 20 + 22"), new_code_cell("print(x)")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
