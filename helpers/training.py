@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from helpers import config, models
-from helpers.results import RunRecord
+from helpers.results import HISTORY_KEYS, RunRecord
 
 
 # Under TensorFlow, XLA and 32 steps per call to the compiled function about halve an epoch
@@ -313,7 +313,7 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
     x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)
     writer = _tensorboard_writer(tensorboard_dir, variant)
-    history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
+    history = {k: [] for k in HISTORY_KEYS}  # loss, accuracy, val_loss, val_accuracy, epoch_seconds
     best = (math.inf, 0, None, 0.0)  # val_loss, epoch, weights, elapsed at its end
     stopped, elapsed = "max_epochs", 0.0
     for epoch in range(1, max_epochs + 1):
