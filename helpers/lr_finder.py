@@ -100,9 +100,9 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
             be suggested (check that the inputs are scaled and the model is sane).
     """
     settings = settings or config.SETTINGS
-    batch_size = batch_size or settings.batch_size
+    batch_size = settings.batch_size if batch_size is None else batch_size
     n_batches = len(data.y_train) // batch_size
-    steps = min(steps or settings.lr_sweep_steps, n_batches)
+    steps = min(settings.lr_sweep_steps if steps is None else steps, n_batches)
     schedule = ExponentialSweep(min_rate, max_rate, steps)
     beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
     probe = keras.models.clone_model(model)
@@ -132,7 +132,8 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
             f"the loss was not finite from the first steps on (losses {losses[:3]}) at rates from "
             f"{min_rate:g}: no learning rate can be suggested. Check that the inputs are scaled or "
             "standardized, and try a lower min_rate.")
-    losses = losses[: len(finite)] if not math.isfinite(losses[-1]) else losses
+    if not math.isfinite(losses[-1]):  # only the last can be: the sweep stops at the first
+        losses = losses[:-1]
     s = smooth(losses, beta)
     rates = schedule.rate_at(np.arange(len(losses)))
     best = int(np.argmin(s))

@@ -72,6 +72,8 @@ def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None):
 # model of each signature alive (at most 16 small models).
 _COMPILED = {}
 
+EVAL_BATCH_SIZE = 500  # evaluation only: larger batches, fewer steps, same metrics
+
 
 def _signature(model: keras.Model) -> str:
     """What the compiled step bakes in: architecture, optimizer settings and loss, not the values.
@@ -244,7 +246,7 @@ def train_epoch(stepper, x, y, batch_size: int, seed):
     return float(np.sum(losses * sizes) / np.sum(sizes)), float(np.sum(corrects) / np.sum(sizes))
 
 
-def evaluate(model: keras.Model, x, y, batch_size: int = 500):
+def evaluate(model: keras.Model, x, y, batch_size: int = EVAL_BATCH_SIZE):
     """(loss, accuracy) of ``model`` on ``(x, y)``. Used in: notebooks 02-06."""
     stepper = stepper_for(model)
     x, y = stepper.device_arrays(x, y)
@@ -319,7 +321,7 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     for epoch in range(1, max_epochs + 1):
         start = time.perf_counter()
         loss, acc = train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch))
-        val_loss, val_acc = stepper.evaluate(x_valid, y_valid, 500)
+        val_loss, val_acc = stepper.evaluate(x_valid, y_valid, EVAL_BATCH_SIZE)
         seconds = time.perf_counter() - start
         elapsed += seconds
         for k, v in zip(history, (loss, acc, val_loss, val_acc, seconds)):
@@ -342,8 +344,8 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
             break
     if best[2] is not None:
         model.set_weights(best[2])
-    valid_loss, valid_acc = stepper.evaluate(x_valid, y_valid, 500)
-    test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), 500)
+    valid_loss, valid_acc = stepper.evaluate(x_valid, y_valid, EVAL_BATCH_SIZE)
+    test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), EVAL_BATCH_SIZE)
                            if evaluate_test else (math.nan, math.nan))
     times = history["epoch_seconds"]
     record = RunRecord(
