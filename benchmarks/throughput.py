@@ -62,13 +62,13 @@ def reference_epoch_fn(model_name, x, y, batch_size):
 
 
 def helpers_epoch_fn(model_name, x, y, batch_size):
-    from helpers import models, training
+    from helpers import engine, models, training
 
     model = training.compile_model(models.build_dnn(batch_norm=model_name == "bn"), 5e-5)
-    stepper = training.stepper_for(model)
+    stepper = engine.stepper_for(model)
     xs, ys = stepper.device_arrays(x, y)
     epoch = iter(range(10**6))
-    return lambda: training.train_epoch(stepper, xs, ys, batch_size, next(epoch))
+    return lambda: engine.train_epoch(stepper, xs, ys, batch_size, next(epoch))
 
 
 def floor_epoch_fn(model_name, x, y, batch_size):

@@ -82,7 +82,7 @@ def normalize_labels(y, name: str = "labels") -> np.ndarray:
 
 
 def fingerprint(arrays) -> str:
-    """sha256 over the arrays' bytes, as ../shared/data/cifar10/build_npz.py computes it."""
+    """sha256 over the arrays' bytes in the order given: the fingerprint a Run record names its data by."""
     h = hashlib.sha256()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
@@ -109,7 +109,8 @@ def load_npz(path):
 
     Returns:
         ``(x_train, y_train), (x_test, y_test), sha256`` where the fingerprint is of
-        the arrays as stored, comparable with the one ../shared/data/cifar10 documents.
+        the arrays as stored (x_train, y_train, x_test, y_test), comparable with the one the
+        publisher of an offline copy states.
     """
     path = Path(path)
     if not path.is_file():

@@ -34,42 +34,78 @@ def hidden_outputs(model: keras.Model):
     return outs, dense
 
 
-def _kernel_gradients(model, x, y):
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+def _logits_model(model: keras.Model):
+    """(a model from the input to the last hidden output, the softmax output layer).
+
+    The cross-entropy is then computed from the logits ``h @ W + b``: it measures the
+    network, whatever the backend does with probabilities (see ``layer_stats``).
+    """
+    out = model.layers[-1]
+    if not (isinstance(out, keras.layers.Dense) and getattr(out.activation, "__name__", "") == "softmax"):
+        raise ValueError("layer_stats expects a model ending in Dense(..., activation='softmax')")
+    return keras.Model(model.inputs[0], model.layers[-2].output), out
+
+
+def _kernel_gradients(model, x, y, from_logits=True):
+    """Gradient of the mean cross-entropy with respect to every trainable variable, by id."""
     backend = keras.backend.backend()
+    y = keras.ops.convert_to_tensor(y)
+    if from_logits:
+        body, out = _logits_model(model)
+        variables = [*body.trainable_variables, out.kernel, out.bias]
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        def forward(values, x):
+            n = len(body.trainable_variables)
+            h, _ = body.stateless_call(values[:n], [v.value for v in body.non_trainable_variables], x,
+                                       training=False)
+            return keras.ops.matmul(h, values[n]) + values[n + 1]
+    else:  # what Keras does with a softmax output: the loss from the probabilities
+        variables = list(model.trainable_variables)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+        def forward(values, x):
+            out, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], x,
+                                          training=False)
+            return out
     if backend == "jax":
         import jax
 
-        tv = [v.value for v in model.trainable_variables]
-        ntv = [v.value for v in model.non_trainable_variables]
-
-        def loss_of(tv):
-            y_pred, _ = model.stateless_call(tv, ntv, x, training=False)
-            return loss_fn(y, y_pred)
-
-        grads = jax.grad(loss_of)(tv)
+        grads = jax.grad(lambda values: loss_fn(y, forward(values, x)))([v.value for v in variables])
     elif backend == "tensorflow":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=False))
-        grads = tape.gradient(loss, model.trainable_variables)
+            if from_logits:
+                loss = loss_fn(y, forward(variables, x))
+            else:  # the model's own call, as fit would do it
+                loss = loss_fn(y, model(x, training=False))
+        grads = tape.gradient(loss, variables)
     else:
         raise NotImplementedError(f"gradients under the {backend} backend")
-    return {id(v): np.asarray(g) for v, g in zip(model.trainable_variables, grads)}
+    return {id(v): np.zeros(v.shape) if g is None else np.asarray(g) for v, g in zip(variables, grads)}
 
 
-def layer_stats(model: keras.Model, x, y) -> LayerStats:
+def layer_stats(model: keras.Model, x, y, loss_from: str = "logits") -> LayerStats:
     """Activation mean and std and kernel-gradient norm of each hidden layer, for one batch.
 
     Args:
         x, y: a batch of inputs (scaled like the training data) and its labels (N,).
+        loss_from: ``"logits"`` (default) computes the cross-entropy from the output layer's
+            logits, which measures the network itself, the same on every backend.
+            ``"probabilities"`` computes it as Keras does from a softmax output, which
+            differs by backend: under JAX from probabilities clipped to [1e-7, 1 - 1e-7],
+            whose clip has zero gradient, so a saturated softmax shows gradients of exactly
+            0; under TensorFlow Keras reaches back for the logits. Notebook 01 shows both.
     """
+    if loss_from not in ("logits", "probabilities"):
+        raise ValueError(f"loss_from must be 'logits' or 'probabilities', got {loss_from!r}")
+    _logits_model(model)  # checks the output layer before anything is computed
     outs, dense = hidden_outputs(model)
     probe = keras.Model(model.inputs[0], outs)
     # float64: with a bad init the activations reach 1e17, whose squares overflow float32
     acts = [np.asarray(a, dtype=np.float64) for a in probe(x, training=False)]
-    grads = _kernel_gradients(model, x, np.asarray(y))
+    grads = _kernel_gradients(model, x, np.asarray(y), from_logits=loss_from == "logits")
     return LayerStats(act_mean=tuple(float(a.mean()) for a in acts),
                       act_std=tuple(float(a.std()) for a in acts),
                       grad_norm=tuple(float(np.linalg.norm(grads[id(d.kernel)].astype(np.float64)))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import keras
 import numpy as np
 
-from helpers import config, training
+from helpers import config, engine, training
 from helpers.data import N_CLASSES, class_balanced_subset
 
 
@@ -107,12 +107,12 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
     beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
     probe = keras.models.clone_model(model)
     probe.set_weights(model.get_weights())
-    training.compile_with_speedups(
+    engine.compile_with_speedups(
         probe, _optimizer_with_rate(model, schedule),
         keras.losses.SparseCategoricalCrossentropy() if getattr(model, "loss", None) is None else model.loss)
-    stepper = training.stepper_for(probe)
+    stepper = engine.stepper_for(probe)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    full, _ = training.batch_indices(len(data.y_train), batch_size, np.random.default_rng(seed))
+    full, _ = engine.batch_indices(len(data.y_train), batch_size, np.random.default_rng(seed))
     start = time.perf_counter()
     losses, stopped = [], f"reached max rate {max_rate:g}"
     empty = np.empty(0, dtype=full.dtype)
@@ -149,37 +149,66 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
 class RateComparison:
     """Short trainings at a few rates; the one with the lowest validation loss wins."""
 
-    records: tuple  # one RunRecord per rate (test set not evaluated)
+    records: tuple  # one RunRecord per rate tried, in the order tried (test set not evaluated)
     best_rate: float
     seconds: float  # wall time of the whole comparison: building, compiling, training, validating
+    extended: tuple = ()  # rates added beyond the bracket because its edge won
 
 
 def compare_learning_rates(build_model, data, rates, epochs: int | None = None, fraction: float | None = None,
-                           variant: str = "candidate", settings=None, **compile_kwargs) -> RateComparison:
+                           variant: str = "candidate", max_extra: int = 2, settings=None,
+                           **compile_kwargs) -> RateComparison:
     """Train a fresh model at each rate for a few epochs; pick by best validation loss.
+
+    A winner at the edge of the bracket says the bracket was too narrow: the check then
+    tries the next rate beyond that edge (same ratio as the bracket's last step), and goes
+    on while the edge keeps winning, at most ``max_extra`` extra rates.
 
     Args:
         build_model: a function with no arguments returning a fresh, uncompiled model
             (same seed each time, so only the rate differs).
-        rates: the candidate learning rates.
+        rates: the candidate learning rates, at least two, increasing.
         epochs, fraction: how long, and on which share of the training set (a
             class-balanced subset, the same for every rate); default: the mode's settings.
+        max_extra: how many rates beyond the bracket it may add (0: never extend).
     Used in: notebooks 02-06.
     """
     settings = settings or config.SETTINGS
     epochs = settings.candidate_epochs if epochs is None else epochs
     fraction = settings.candidate_fraction if fraction is None else fraction
+    rates = [float(r) for r in rates]
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if len(rates) < 2 or any(not (0 < a < b) for a, b in zip(rates, rates[1:])) or not math.isfinite(rates[-1]):
+        raise ValueError(f"rates must be at least two positive, finite, increasing values, got {rates}")
     if fraction < 1:
         keep = class_balanced_subset(data.y_train, int(len(data.y_train) * fraction) // N_CLASSES)
         data = replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
-    records = []
     start = time.perf_counter()
-    for rate in rates:
+
+    def run(rate):
         model = training.compile_model(build_model(), rate, **compile_kwargs)
-        records.append(training.train(model, data, f"{variant} lr={rate:.1e}", max_epochs=epochs,
-                                      patience=epochs, verbose=0, evaluate_test=False, settings=settings))
-    best = min(records, key=lambda r: min(r.history["val_loss"]))
+        return training.train(model, data, f"{variant} lr={rate:.1e}", max_epochs=epochs,
+                              patience=epochs, verbose=0, evaluate_test=False, settings=settings)
+
+    def score(record):  # a diverged candidate (NaN loss) never wins
+        finite = [v for v in record.history["val_loss"] if math.isfinite(v)]
+        return min(finite) if finite else math.inf
+
+    tried = {rate: run(rate) for rate in rates}
+    extended = []
+    while len(extended) < max_extra:
+        ordered = sorted(tried)
+        best = min(ordered, key=lambda r: score(tried[r]))
+        if best == ordered[-1]:
+            nxt = best * best / ordered[-2]
+        elif best == ordered[0]:
+            nxt = best * best / ordered[1]
+        else:
+            break
+        tried[nxt] = run(nxt)
+        extended.append(nxt)
+    records = list(tried.values())
+    best = min(records, key=score)
     return RateComparison(records=tuple(records), best_rate=best.learning_rate,
-                          seconds=time.perf_counter() - start)
+                          seconds=time.perf_counter() - start, extended=tuple(extended))

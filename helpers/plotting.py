@@ -63,6 +63,8 @@ def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark
 def plot_lr_finder(result, ax=None):
     """Smoothed loss against learning rate (log scale), the suggestion marked with its rule.
 
+    The y-range runs from the minimum to the end of the sweep, so the divergence that
+    stopped it stays in sight; the last rate tried is marked.
     Used in: notebooks 02-06.
     """
     if ax is None:
@@ -74,48 +76,49 @@ def plot_lr_finder(result, ax=None):
             label=f"smoothed minimum at {result.rates[best]:.2g}")
     ax.axvline(result.suggestion, color="C3", ls="--",
                label=f"suggestion {result.suggestion:.2g} ({result.rule})")
+    ax.axvline(result.rates[-1], color="0.3", ls=":", label=f"sweep ended at {result.rates[-1]:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (cross-entropy, nats)")
-    # zoom on the useful part: from the minimum to a little above the starting loss
-    lo, start = min(result.smoothed), result.smoothed[0]
-    hi = start + max(start - lo, 0.05 * start)
-    ax.set_ylim(lo - 0.25 * (hi - lo), hi)
+    # from a little under the minimum to the highest smoothed loss (the divergence at the end)
+    lo, hi = min(result.smoothed), max(result.smoothed)
+    ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
     ax.set_title(f"LR finder: {len(result.rates)} steps, {result.stopped}")
     ax.legend(fontsize="small")
     return ax.figure
 
 
 def plot_layer_stats(stats_by_name, title="Signal through the layers at initialization"):
-    """Per-layer activation std and gradient norm against depth, one line per network.
+    """Per layer: the factor by which the activations' spread changes, their std, the gradient.
+
+    The first panel shows each layer's std divided by the previous layer's: a network that
+    keeps its signal sits on 1, and a constant factor per layer is a flat line whose height
+    can be read, whatever the total change over 20 layers.
 
     Args:
         stats_by_name: ``{label: LayerStats}`` from ``helpers.diagnostics.layer_stats``.
-    Used in: notebook 01.
+    Used in: notebooks 01 and 04.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for i, (label, s) in enumerate(stats_by_name.items()):
-        depth = range(1, len(s.act_std) + 1)
-        axes[0].plot(depth, s.act_mean, "o-", ms=3, color=f"C{i}", label=label)
-        axes[1].plot(depth, s.act_std, "o-", ms=3, color=f"C{i}", label=label)
-        zero = not any(g > 0 for g in s.grad_norm)
-        axes[2].plot(depth, s.grad_norm, "o-", ms=3, color=f"C{i}",
-                     label=f"{label}: exactly 0, not drawn" if zero else label)
-    for ax, ylabel, subtitle in zip(axes, ("mean activation (symmetric log scale)",
+        std = np.asarray(s.act_std, dtype=np.float64)
+        depth = np.arange(1, len(std) + 1)
+        axes[0].plot(depth[1:], std[1:] / std[:-1], "o-", ms=3, color=f"C{i}", label=label)
+        axes[1].plot(depth, std, "o-", ms=3, color=f"C{i}", label=label)
+        grads = np.asarray(s.grad_norm, dtype=np.float64)
+        axes[2].plot(depth, np.where(grads > 0, grads, np.nan), "o-", ms=3, color=f"C{i}",
+                     label=label if (grads > 0).all() else f"{label} (zeros not drawn)")
+    axes[0].axhline(1.0, color="0.3", lw=0.8, ls=":")
+    for ax, ylabel, subtitle in zip(axes, ("std(layer) / std(previous layer), log scale",
                                            "std of activations (log scale)",
                                            "gradient norm of kernel (log scale)"),
-                                    ("mean of the activations", "spread of the activations",
+                                    ("change of the spread per layer (1 = kept)", "spread of the activations",
                                      "gradient reaching each layer's kernel")):
         ax.set_xlabel("hidden layer (1 = nearest the input)")
         ax.set_ylabel(ylabel)
         ax.set_title(subtitle)
+        ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_yscale("symlog", linthresh=1e-3)
-    lo, hi = axes[0].get_ylim()
-    axes[0].set_yticks([t for t in (-1e12, -1e6, -1, -1e-2, 0, 1e-2, 1, 1e6, 1e12, 1e18) if lo <= t <= hi])
-    axes[1].set_yscale("log")
-    axes[2].set_yscale("log")
-    for ax in axes:
         ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()

@@ -1,6 +1,6 @@
 """Run records: one small JSON file per training run, written atomically.
 
-The top-level keys are fixed (see ../shared/docs/DESIGN.md) so that scripts and later
+The top-level keys are fixed (docs/design.md, "The Run record") so that scripts and later
 notebooks can read a record with ``json.load`` alone, without importing ``helpers``.
 """
 from __future__ import annotations

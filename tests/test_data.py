@@ -21,8 +21,8 @@ def test_offline_file_loads_with_flat_labels_and_fingerprint(npz):
     assert len(digest) == 64
 
 
-def test_fingerprint_matches_the_shared_build_script_definition(npz):
-    # ../shared/data/cifar10/build_npz.py: sha256 over x_train, y_train, x_test, y_test bytes, as stored
+def test_fingerprint_matches_the_documented_definition(npz):
+    # the offline copy's documented fingerprint: sha256 over x_train, y_train, x_test, y_test bytes, as stored
     h = hashlib.sha256()
     with np.load(npz) as f:
         for k in ("x_train", "y_train", "x_test", "y_test"):

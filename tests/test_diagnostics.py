@@ -1,5 +1,8 @@
+import os
+
 import keras
 import numpy as np
+import pytest
 
 from helpers.diagnostics import hidden_outputs, layer_stats
 from helpers.models import build_dnn
@@ -33,3 +36,70 @@ def test_batch_norm_network_measures_after_the_activation():
                                       if isinstance(l, keras.layers.Activation)]
     stats = layer_stats(model, data.x_train[:64], data.y_train[:64])
     assert len(stats.act_mean) == 3 and np.isfinite(stats.grad_norm).all()
+
+
+# A network whose weights come from NumPy, so that both backends see the same numbers
+# (Keras' own seeded draws differ between JAX and TensorFlow).
+CROSS_BACKEND_SCRIPT = r"""
+import json, sys
+import numpy as np
+from helpers.diagnostics import layer_stats
+from helpers.models import build_dnn
+from tests.synthetic import blobs
+
+data = blobs(n_features=64)
+out = {}
+for init, std in (("he", None), ("normal_1", 1.0)):
+    model = build_dnn(n_hidden=20, n_neurons=100, input_shape=(64,))
+    rng = np.random.default_rng(0)
+    model.set_weights([(rng.normal(size=w.shape) * (std or np.sqrt(2 / w.shape[0]))).astype(np.float32)
+                       if w.ndim == 2 else np.zeros_like(w) for w in model.get_weights()])
+    for loss_from in ("logits", "probabilities"):
+        s = layer_stats(model, data.x_train[:256], data.y_train[:256], loss_from=loss_from)
+        out[f"{init} {loss_from}"] = {"grad_norm": s.grad_norm, "act_std": s.act_std}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _stats_under(backend):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers.config import PROJECT_ROOT
+
+    proc = subprocess.run([sys.executable, "-c", CROSS_BACKEND_SCRIPT], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": backend})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT ", 1)[1])
+
+
+@pytest.mark.skipif(os.environ.get("HELPERS_NESTED_BACKEND_RUN") == "1", reason="runs both backends itself")
+def test_gradients_measure_the_network_the_same_on_both_backends():
+    """From the logits, JAX and TensorFlow give the same gradient norms, for He and N(0, 1).
+
+    Through Keras' own loss on the softmax's probabilities they do not: under JAX the
+    clip at 1e-7 zeroes every gradient of the saturated N(0, 1) network.
+    """
+    for backend in ("jax", "tensorflow"):
+        pytest.importorskip(backend)
+    jax_stats, tf_stats = _stats_under("jax"), _stats_under("tensorflow")
+    for key in ("he logits", "normal_1 logits", "he probabilities"):
+        # float32 sums in another order: agreement to 1e-4, at 1e-3 and at 1e18 alike
+        np.testing.assert_allclose(jax_stats[key]["grad_norm"], tf_stats[key]["grad_norm"], rtol=1e-4)
+        np.testing.assert_allclose(jax_stats[key]["act_std"], tf_stats[key]["act_std"], rtol=1e-4)
+    exploding = jax_stats["normal_1 logits"]["grad_norm"]
+    assert min(exploding) > 1e6 * max(jax_stats["he logits"]["grad_norm"])  # N(0, 1) explodes backward too
+    assert max(jax_stats["normal_1 probabilities"]["grad_norm"]) == 0.0  # the clip, under JAX
+    np.testing.assert_allclose(tf_stats["normal_1 probabilities"]["grad_norm"], exploding, rtol=1e-4)
+
+
+def test_loss_from_is_checked_and_the_output_layer_must_be_a_softmax():
+    data = blobs(n_features=20)
+    model = build_dnn(n_hidden=2, input_shape=(20,))
+    with pytest.raises(ValueError, match="loss_from"):
+        layer_stats(model, data.x_train[:8], data.y_train[:8], loss_from="logit")
+    linear = keras.Sequential([keras.Input((20,)), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match="softmax"):
+        layer_stats(linear, data.x_train[:8], data.y_train[:8])

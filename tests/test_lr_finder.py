@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import training
+from helpers import engine, training
 from helpers.data import Dataset
 from helpers.lr_finder import ExponentialSweep, compare_learning_rates, find_learning_rate, smooth
 from helpers.models import build_dnn
@@ -17,7 +17,7 @@ def probe_model(optimizer):
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
                                                                      kernel_initializer="zeros")])
     # compiled as helpers compiles every model: with the backend's speed-ups on
-    return training.compile_with_speedups(model, optimizer, keras.losses.MeanAbsoluteError(), metrics=())
+    return engine.compile_with_speedups(model, optimizer, keras.losses.MeanAbsoluteError(), metrics=())
 
 
 def probe_data(n=64):
@@ -32,9 +32,9 @@ def test_rate_used_at_step_k_equals_the_schedule(chunk):
     schedule = ExponentialSweep(1e-3, 1.0, steps=20)  # the 20 steps move w by 3.1 in all
     model = probe_model(keras.optimizers.SGD(learning_rate=schedule))
     data = probe_data()
-    stepper = training.stepper_for(model)
+    stepper = engine.stepper_for(model)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    full, _ = training.batch_indices(len(y), 1, None)
+    full, _ = engine.batch_indices(len(y), 1, None)
     applied, w_before = [], 0.0
     for first in range(0, 20, chunk):
         stepper.train_steps(x, y, full[first:min(first + chunk, 20)], np.empty(0, int))
@@ -101,8 +101,8 @@ def test_smoothing_is_bias_corrected_and_lags():
 
 def test_compare_learning_rates_picks_lowest_validation_loss():
     build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
-    cmp = compare_learning_rates(build, blobs(), [1e-6, 1e-2], epochs=2, fraction=1.0)
-    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-6, 1e-2])
+    cmp = compare_learning_rates(build, blobs(), [1e-6, 1e-2], epochs=2, fraction=1.0, max_extra=0)
+    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-6, 1e-2]) and cmp.extended == ()
     assert cmp.best_rate == pytest.approx(1e-2)
     assert all(r.epochs == 2 for r in cmp.records)
     assert all(r.config["sizes"]["train"] == 600 for r in cmp.records)
@@ -112,7 +112,25 @@ def test_compare_learning_rates_picks_lowest_validation_loss():
 
 def test_compare_learning_rates_on_a_balanced_share_of_the_training_set():
     build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
-    cmp = compare_learning_rates(build, blobs(n_train=1000), [1e-3], epochs=1, fraction=0.5)
+    cmp = compare_learning_rates(build, blobs(n_train=1000), [1e-3, 3e-3], epochs=1, fraction=0.5, max_extra=0)
     assert cmp.records[0].config["sizes"]["train"] == 500
     with pytest.raises(ValueError, match="fraction"):
-        compare_learning_rates(build, blobs(), [1e-3], epochs=1, fraction=1.5)
+        compare_learning_rates(build, blobs(), [1e-3, 3e-3], epochs=1, fraction=1.5)
+
+
+@pytest.mark.parametrize("rates", [[1e-3], [3e-3, 1e-3], [0.0, 1e-3], [1e-3, float("nan")]])
+def test_compare_learning_rates_refuses_a_bracket_that_is_not_one(rates):
+    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
+    with pytest.raises(ValueError, match="increasing"):
+        compare_learning_rates(build, blobs(), rates, epochs=1)
+
+
+def test_a_winner_at_the_edge_extends_the_bracket_in_its_direction():
+    """Rates far too low for blobs: the top one wins, so the check goes on upwards (ratio 10)."""
+    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
+    cmp = compare_learning_rates(build, blobs(), [1e-7, 1e-6], epochs=2, fraction=1.0, max_extra=2)
+    assert cmp.extended == pytest.approx((1e-5, 1e-4))  # the edge kept winning: both extra rates used
+    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-7, 1e-6, 1e-5, 1e-4])
+    assert cmp.best_rate == pytest.approx(1e-4)
+    inside = compare_learning_rates(build, blobs(), [1e-6, 1e-2, 1e3], epochs=2, fraction=1.0, max_extra=2)
+    assert inside.extended == () and inside.best_rate == pytest.approx(1e-2)  # a winner inside: no extension

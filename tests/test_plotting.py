@@ -65,18 +65,21 @@ def test_lr_finder_plot_marks_minimum_and_suggestion():
     assert ax.get_xscale() == "log" and "learning rate" in ax.get_xlabel() and ax.get_title()
     labels = " ".join(t.get_text() for t in ax.get_legend().get_texts())
     assert "suggestion 0.0001 (rate at minimum smoothed loss / 10)" in labels and "minimum" in labels
+    assert "sweep ended at 1" in labels
     lo, hi = ax.get_ylim()
-    assert lo < min(losses) and hi >= losses[0]
+    assert lo < min(losses) and hi >= max(losses)  # the divergence at the end stays in sight
     plt.close(fig)
 
 
-def test_layer_stats_plot_says_when_gradients_are_all_zero():
+def test_layer_stats_plot_shows_the_factor_per_layer_and_says_when_gradients_are_zero():
     from helpers.diagnostics import LayerStats
 
-    ok = LayerStats((0.1, 0.0), (1.0, 0.5), (1e-3, 1e-3))
-    dead = LayerStats((1e3, 1e9), (1e3, 1e9), (0.0, 0.0))
+    ok = LayerStats((0.1, 0.0, 0.0), (1.0, 0.5, 0.25), (1e-3, 1e-3, 1e-3))
+    dead = LayerStats((1e3, 1e9, 1e15), (1e3, 1e9, 1e15), (0.0, 0.0, 0.0))
     fig = plotting.plot_layer_stats({"He": ok, "N(0,1)": dead})
+    factors = [line.get_ydata().tolist() for line in fig.axes[0].get_lines()[:2]]
+    assert factors == [[0.5, 0.5], [1e6, 1e6]]  # std(layer) / std(previous layer)
     labels = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
-    assert labels == ["He", "N(0,1): exactly 0, not drawn"]
+    assert labels == ["He", "N(0,1) (zeros not drawn)"]
     assert all(ax.get_xlabel() and ax.get_ylabel() and ax.get_title() for ax in fig.axes)
     plt.close(fig)

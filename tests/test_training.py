@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, training
+from helpers import config, engine, training
 from helpers.models import build_dnn
 from tests.synthetic import blobs
 
@@ -64,7 +64,7 @@ def test_different_run_seeds_never_share_a_batch_order():
     orders = {}
     for seed in (1, 2):
         for epoch in (1, 2):
-            full, _ = training.batch_indices(100, 10, np.random.default_rng((seed, epoch)))
+            full, _ = engine.batch_indices(100, 10, np.random.default_rng((seed, epoch)))
             orders[seed, epoch] = full.ravel().tolist()
     assert orders[1, 2] != orders[2, 1]  # seed + epoch would make these equal
     assert len({tuple(o) for o in orders.values()}) == 4
@@ -81,11 +81,11 @@ def test_uncompiled_model_is_refused():
 
 
 def test_batch_indices_cover_each_sample_once():
-    full, rest = training.batch_indices(103, 32, np.random.default_rng(0))
+    full, rest = engine.batch_indices(103, 32, np.random.default_rng(0))
     assert full.shape == (3, 32) and rest.shape == (7,)
     assert sorted(np.concatenate([full.ravel(), rest]).tolist()) == list(range(103))
     with pytest.raises(ValueError):
-        training.batch_indices(10, 0, None)
+        engine.batch_indices(10, 0, None)
 
 
 def test_tensorboard_logs_are_written(tmp_path):
@@ -101,9 +101,9 @@ def test_fast_path_matches_plain_fit(batch_norm):
     a, b = small_model(lr=1e-2, seed=3, batch_norm=batch_norm), small_model(lr=1e-2, seed=3, batch_norm=batch_norm)
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
     history = a.fit(data.x_train, data.y_train, batch_size=32, epochs=2, shuffle=False, verbose=0)
-    stepper = training.stepper_for(b)
+    stepper = engine.stepper_for(b)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    full, rest = training.batch_indices(len(y), 32, None)  # 6 full batches + 8: the partial one too
+    full, rest = engine.batch_indices(len(y), 32, None)  # 6 full batches + 8: the partial one too
     epoch_losses = []
     for _ in range(2):
         losses, corrects, sizes = stepper.train_steps(x, y, full, rest)
@@ -119,20 +119,20 @@ def test_fast_path_matches_plain_fit(batch_norm):
 def test_shared_compiled_step_gives_the_same_training_as_a_fresh_one():
     """A model that reuses another model's compiled step (same signature) trains as if alone."""
     data = blobs(n_train=300)
-    training._COMPILED.clear()
+    engine._COMPILED.clear()
     training.train(small_model(lr=5e-2, seed=1), data, "first", max_epochs=1, verbose=0)
-    assert len(training._COMPILED) == 1
+    assert len(engine._COMPILED) == 1
     shared = small_model(lr=1e-2, seed=2)
     training.train(shared, data, "second", max_epochs=2, patience=2, verbose=0)
-    assert len(training._COMPILED) == 1  # reused, not compiled again
-    training._COMPILED.clear()
+    assert len(engine._COMPILED) == 1  # reused, not compiled again
+    engine._COMPILED.clear()
     alone = small_model(lr=1e-2, seed=2)
     training.train(alone, data, "alone", max_epochs=2, patience=2, verbose=0)
     for a, b in zip(shared.get_weights(), alone.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     other = training.compile_model(build_dnn(**{**SMALL, "n_neurons": 8}), 1e-2)
     training.train(other, data, "other", max_epochs=1, verbose=0)
-    assert len(training._COMPILED) == 2  # another architecture compiles its own
+    assert len(engine._COMPILED) == 2  # another architecture compiles its own
 
 
 def test_schedule_takes_effect_at_every_step_of_a_training_epoch():
@@ -148,11 +148,11 @@ def test_schedule_takes_effect_at_every_step_of_a_training_epoch():
     schedule = ExponentialSweep(1e-3, 1e-1, steps=64)
     model = probe_model(keras.optimizers.SGD(learning_rate=schedule))
     data = probe_data(n=64)
-    stepper = training.stepper_for(model)
+    stepper = engine.stepper_for(model)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    training.train_epoch(stepper, x, y, batch_size=1, seed=0)
+    engine.train_epoch(stepper, x, y, batch_size=1, seed=0)
     w = float(model.get_weights()[0].ravel()[0])
     assert w == pytest.approx(schedule.rate_at(np.arange(64)).sum(), rel=1e-4)
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 64
     if keras.backend.backend() == "tensorflow":
-        assert model.steps_per_execution == training.TF_SPEEDUPS["steps_per_execution"] > 1
+        assert model.steps_per_execution == engine.TF_SPEEDUPS["steps_per_execution"] > 1

@@ -1,0 +1,26 @@
+"""The repository stands alone: a reader who clones it has nothing beside it."""
+import subprocess
+
+from helpers.config import PROJECT_ROOT
+
+# CI alone builds its data from a folder beside the clone; README's CI paragraph may say so.
+ALLOWED = {".ci/run"}
+# spelled in pieces, so that this file does not match itself
+NEEDLES = [".." + "/shared", *("shared/" + d for d in ("docs", "data", "tools")), "DESIGN" + ".md"]
+
+
+def test_no_file_refers_to_a_path_outside_the_repository():
+    files = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    offenders = []
+    for name in files:
+        if name in ALLOWED:
+            continue
+        try:
+            text = (PROJECT_ROOT / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError):
+            continue  # binary files (figures), or deleted in the working tree
+        for needle in NEEDLES:
+            if needle in text:
+                offenders.append(f"{name}: {needle}")
+    assert not offenders, "files that point outside the repository:\n" + "\n".join(offenders)
