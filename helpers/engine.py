@@ -21,6 +21,7 @@ between batches are not used anywhere in this project (docs/design.md, "Traps").
 from __future__ import annotations
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -72,6 +73,60 @@ def _signature(model: keras.Model) -> str:
                        keras.saving.serialize_keras_object(model.loss)], sort_keys=True, default=str)
 
 
+def step_functions(model: keras.Model):
+    """(train_scan, eval_scan), pure JAX functions of the state, not yet compiled.
+
+    ``train_scan(state, x_all, y_all, idx)`` runs one train step per row of ``idx`` (the
+    batches' sample indices) with ``state = (trainable, non_trainable, optimizer
+    variables)``, and returns the new state and per-step ``(loss, correct)``.
+    ``eval_scan(trainable, non_trainable, x_all, y_all, idx)`` returns per-batch
+    ``(loss * batch size, correct)``. ``helpers.vmapped`` maps the same functions over
+    several networks.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    loss_fn = model.loss
+
+    def train_step(state, batch):
+        trainable, non_trainable, opt_vars = state
+        x, y = batch
+
+        def loss_of(tv):
+            y_pred, ntv, losses = model.stateless_call(tv, non_trainable, x, training=True, return_losses=True)
+            loss = loss_fn(y, y_pred)
+            if losses:
+                loss = loss + sum(losses)
+            return loss, (y_pred, ntv)
+
+        (loss, (y_pred, ntv)), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
+        trainable, opt_vars = model.optimizer.stateless_apply(opt_vars, grads, trainable)
+        correct = jnp.sum(jnp.argmax(y_pred, axis=-1) == y)
+        return (trainable, ntv, opt_vars), (loss, correct)
+
+    def train_scan(state, x_all, y_all, idx):
+        return jax.lax.scan(lambda s, i: train_step(s, (x_all[i], y_all[i])), state, idx)
+
+    def eval_scan(trainable, non_trainable, x_all, y_all, idx):
+        def body(carry, i):
+            y = y_all[i]
+            y_pred, _ = model.stateless_call(trainable, non_trainable, x_all[i], training=False)
+            return carry, (loss_fn(y, y_pred) * i.shape[0], jnp.sum(jnp.argmax(y_pred, -1) == y))
+
+        return jax.lax.scan(body, 0, idx)[1]
+
+    return train_scan, eval_scan
+
+
+def prepare_fast_path(model: keras.Model):
+    """Checks the model can take the fast path, and builds its optimizer's variables."""
+    require_compiled(model)
+    if not isinstance(model.loss, keras.losses.Loss):
+        raise ValueError("the fast path needs a keras.losses.Loss instance as the model's loss")
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 class JaxStepper:
     """Many train (or eval) steps as one compiled scan through Keras' stateless API.
 
@@ -85,47 +140,14 @@ class JaxStepper:
         import jax
         import jax.numpy as jnp
 
-        require_compiled(model)
-        if not isinstance(model.loss, keras.losses.Loss):
-            raise ValueError("the fast path needs a keras.losses.Loss instance as the model's loss")
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+        prepare_fast_path(model)
         self.model = model
         self._jnp = jnp
         key = _signature(model)
         if key in _COMPILED:
             self._train, self._eval = _COMPILED[key]
             return
-        loss_fn = model.loss
-
-        def train_step(state, batch):
-            trainable, non_trainable, opt_vars = state
-            x, y = batch
-
-            def loss_of(tv):
-                y_pred, ntv, losses = model.stateless_call(tv, non_trainable, x, training=True,
-                                                           return_losses=True)
-                loss = loss_fn(y, y_pred)
-                if losses:
-                    loss = loss + sum(losses)
-                return loss, (y_pred, ntv)
-
-            (loss, (y_pred, ntv)), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
-            trainable, opt_vars = model.optimizer.stateless_apply(opt_vars, grads, trainable)
-            correct = jnp.sum(jnp.argmax(y_pred, axis=-1) == y)
-            return (trainable, ntv, opt_vars), (loss, correct)
-
-        def train_scan(state, x_all, y_all, idx):
-            return jax.lax.scan(lambda s, i: train_step(s, (x_all[i], y_all[i])), state, idx)
-
-        def eval_scan(trainable, non_trainable, x_all, y_all, idx):
-            def body(carry, i):
-                y = y_all[i]
-                y_pred, _ = model.stateless_call(trainable, non_trainable, x_all[i], training=False)
-                return carry, (loss_fn(y, y_pred) * i.shape[0], jnp.sum(jnp.argmax(y_pred, -1) == y))
-
-            return jax.lax.scan(body, 0, idx)[1]
-
+        train_scan, eval_scan = step_functions(model)
         self._train = jax.jit(train_scan)
         self._eval = jax.jit(eval_scan)
         if len(_COMPILED) >= 16:
@@ -146,6 +168,31 @@ class JaxStepper:
 
     def device_arrays(self, x, y):
         return self._jnp.asarray(x), self._jnp.asarray(y)
+
+    def precompile(self, n_train, x_shape, batch_size, eval_sizes=()):
+        """Compile the epoch's steps for these shapes without running them (fills JAX's caches).
+
+        With ``enable_compilation_cache`` the result lands on disk, where other processes
+        (``helpers.parallel``'s workers) load it instead of compiling again.
+        """
+        import jax
+
+        jnp = self._jnp
+        state = self._state()
+
+        def spec(shape, dtype):
+            return jax.ShapeDtypeStruct(shape, jnp.asarray(np.zeros(1, dtype)).dtype)
+
+        for n, fn, size in [(n_train, "train", batch_size)] + [(m, "eval", EVAL_BATCH_SIZE) for m in eval_sizes]:
+            full, rest = batch_indices(n, size, None)
+            x, y = spec((n, *x_shape), np.float32), spec((n,), np.int64)
+            for idx in (full, rest.reshape(1, -1)):
+                if idx.size:
+                    i = spec(idx.shape, np.int64)
+                    if fn == "train":
+                        self._train.lower(state, x, y, i).compile()
+                    else:
+                        self._eval.lower(state[0], state[1], x, y, i).compile()
 
     def train_steps(self, x, y, full, rest):
         """Run the batches in ``full`` (2-D) then ``rest`` (1-D); per-step (loss, correct, size)."""
@@ -201,6 +248,25 @@ class KerasStepper:
     def evaluate(self, x, y, batch_size):
         out = self.model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         return out["loss"], out["accuracy"]
+
+
+def enable_compilation_cache(directory=None):
+    """Keep JAX's compiled steps on disk, so that another process skips compiling them.
+
+    Default folder: ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``jax-compilation`` in the
+    data cache folder (``CIFAR10_CACHE``), outside the repository. A no-op under other backends.
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    from helpers import config
+
+    directory = directory or os.environ.get("JAX_COMPILATION_CACHE_DIR") or config.cache_dir() / "jax-compilation"
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return directory
 
 
 def require_compiled(model):

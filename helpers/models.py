@@ -15,7 +15,8 @@ from helpers.data import IMAGE_SHAPE, N_CLASSES
 def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish",
               initializer: str = "he_normal", batch_norm: bool = False,
               alpha_dropout: float = 0.0, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES,
-              seed: int | None = config.SEED, name: str | None = None) -> keras.Sequential:
+              seed: int | None = config.SEED, name: str | None = None,
+              input_batch_norm: bool | None = None) -> keras.Sequential:
     """A dense classifier for 32x32x3 images (uncompiled).
 
     Args:
@@ -24,8 +25,11 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
             initializer object. An object is copied for each layer without its seed: a seeded
             Keras initializer returns the same values at every call, which would give all
             layers one identical kernel; ``seed`` below makes the draws reproducible.
-        batch_norm: a BatchNormalization after Flatten and before every hidden
-            activation; the Dense layers then have no bias (BN's beta replaces it).
+        batch_norm: a BatchNormalization before every hidden activation; the Dense layers
+            then have no bias (BN subtracts the batch mean, which would cancel any bias; its
+            own learned offset, beta, takes the bias's place).
+        input_batch_norm: a BatchNormalization right after Flatten, on the inputs, as the
+            published solution has; default: the same as ``batch_norm``.
         alpha_dropout: rate of an AlphaDropout before the output layer. Only with SELU
             and LeCun normal init: it is built to keep SELU's mean and variance.
         seed: clears the Keras session and seeds Python, NumPy and the backend, so the
@@ -53,7 +57,7 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
         return initializer
 
     layers = [keras.Input(shape=input_shape), keras.layers.Flatten()]
-    if batch_norm:
+    if batch_norm if input_batch_norm is None else input_batch_norm:
         layers.append(keras.layers.BatchNormalization())
     for _ in range(n_hidden):
         if batch_norm:
@@ -72,6 +76,14 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
 _ALIASES = {"silu": "swish"}  # Keras 3 names Swish by its other name, SiLU
 
 
+def _is_input_bn(model, layer):
+    """A BatchNormalization right after the Flatten, on the inputs."""
+    layers = model.layers
+    i = layers.index(layer)
+    return (isinstance(layer, keras.layers.BatchNormalization) and i > 0
+            and isinstance(layers[i - 1], keras.layers.Flatten))
+
+
 def describe(model: keras.Model) -> dict:
     """The architecture as a small dict for Run records, read off the layers themselves."""
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
@@ -84,7 +96,9 @@ def describe(model: keras.Model) -> dict:
         "n_neurons": hidden[0].units if hidden else None,
         "activation": _ALIASES.get(name := getattr(activation, "__name__", str(activation)), name),
         "initializer": type(hidden[0].kernel_initializer).__name__ if hidden else None,
-        "batch_norm": any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers),
+        "batch_norm": any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers[1:]
+                          if not _is_input_bn(model, l)),
+        "input_batch_norm": any(_is_input_bn(model, l) for l in model.layers),
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
         "parameters": int(model.count_params()),
     }

@@ -125,6 +125,66 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
     return fig
 
 
+def plot_activation_stats(stats, title="Activations of every hidden layer, validation images"):
+    """Mean and std of each hidden layer's activations against depth, for several networks and stages.
+
+    Args:
+        stats: ``{network: {stage: LayerStats}}``, e.g. ``{"SELU": {"at initialization": s0,
+            "trained": s1}}``; one colour per network, one line style per stage. Dotted lines
+            at mean 0 and std 1 mark what self-normalization aims for.
+    Used in: notebook 04.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    styles = ["--", "-", ":", "-."]
+    for i, (network, stages) in enumerate(stats.items()):
+        for j, (stage, s) in enumerate(stages.items()):
+            depth = range(1, len(s.act_std) + 1)
+            for ax, values in zip(axes, (s.act_mean, s.act_std)):
+                ax.plot(depth, values, styles[j % len(styles)], marker="o", ms=3, color=f"C{i}",
+                        label=f"{network}, {stage}")
+    for ax, ylabel, ref in zip(axes, ("mean of the activations", "std of the activations (log scale)"), (0.0, 1.0)):
+        ax.axhline(ref, color="0.3", lw=0.8, ls=":")
+        ax.set_xlabel("hidden layer (1 = nearest the input)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_title("mean (self-normalizing aims at 0)")
+    axes[1].set_title("standard deviation (self-normalizing aims at 1)")
+    axes[1].set_yscale("log")
+    axes[1].legend(fontsize="small", loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_validation_curves(groups, title="Validation curves", metric="val_accuracy"):
+    """Validation metric of each run against epochs and against wall-clock seconds, side by side.
+
+    Args:
+        groups: ``{label: [RunRecord, ...]}``; every seed drawn, the same colour per label.
+    Used in: notebooks 03-06.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
+    for i, (label, records) in enumerate(groups.items()):
+        c = color_of(records[0].variant.split("_seed")[0], i)
+        for k, r in enumerate(records):
+            values = r.history[metric]
+            seconds = np.cumsum(r.history["epoch_seconds"])
+            for ax, x in zip(axes, (range(1, r.epochs + 1), seconds)):
+                ax.plot(x, values, "-", color=c, alpha=0.9 if k == 0 else 0.45, lw=1.4 if k == 0 else 1.0,
+                        label=f"{label} ({len(records)} seeds)" if k == 0 else None)
+    name = {"val_accuracy": "validation accuracy (fraction)", "val_loss": "validation loss (nats)"}.get(metric, metric)
+    axes[0].set_xlabel("epoch")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].set_xlabel("wall-clock time from the start of training (s)")
+    axes[0].set_ylabel(name)
+    axes[0].set_title(f"{name} against epochs")
+    axes[1].set_title(f"{name} against time")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, name: str, settings=None):
     """Save a figure for the README as ``results/figures/<name>.png``, in full mode only.
 

@@ -6,11 +6,13 @@ notebooks can read a record with ``json.load`` alone, without importing ``helper
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from helpers import config
@@ -123,3 +125,64 @@ def history_frame(records) -> pd.DataFrame:
         for i in range(r.epochs):
             rows.append({"variant": r.variant, "epoch": i + 1, **{k: r.history[k][i] for k in HISTORY_KEYS}})
     return pd.DataFrame(rows, columns=["variant", "epoch", *HISTORY_KEYS])
+
+
+def time_to_reach(record: RunRecord, val_loss: float):
+    """(epoch, seconds) at the end of the first epoch whose validation loss is at most ``val_loss``.
+
+    Seconds are wall time from the start of training, the compiling first epoch included, as
+    ``wall_time_to_best``. ``(None, None)`` if the run never got there.
+    Used in: notebooks 03-06 ("does it converge faster?").
+    """
+    if not math.isfinite(val_loss):
+        raise ValueError(f"val_loss must be a finite target, got {val_loss}")
+    elapsed = 0.0
+    for epoch, (loss, seconds) in enumerate(zip(record.history["val_loss"], record.history["epoch_seconds"]), 1):
+        elapsed += seconds
+        if loss <= val_loss:
+            return epoch, elapsed
+    return None, None
+
+
+def seed_summary(groups: dict, target_val_loss: float | None = None) -> pd.DataFrame:
+    """One row per variant, over its seeds: the means the comparisons use, and the spread.
+
+    Args:
+        groups: ``{variant label: [RunRecord, ...]}``, the same variant with several seeds.
+        target_val_loss: if given, adds how fast each variant reaches it (``time_to_reach``):
+            mean epochs and seconds over the seeds that reach it, and how many do.
+    Columns: seeds, learning rate, mean epochs to best, mean seconds per epoch, mean wall
+    time to best, validation accuracy (mean, min, max, range in points), test accuracy
+    (mean, min, max), parameters.
+    Used in: notebooks 03-06.
+    """
+    rows = []
+    for label, records in groups.items():
+        records = list(records)
+        if not records:
+            raise ValueError(f"no records for {label!r}")
+        valid = np.array([r.valid_accuracy for r in records])
+        test = np.array([r.test_accuracy for r in records])
+        rows.append({
+            "variant": label, "seeds": len(records), "learning_rate": records[0].learning_rate,
+            "best_epoch": float(np.mean([r.best_epoch for r in records])),
+            "seconds_per_epoch": float(np.mean([r.seconds_per_epoch for r in records])),
+            "wall_time_to_best": float(np.mean([r.wall_time_to_best for r in records])),
+            "valid_mean": valid.mean(), "valid_min": valid.min(), "valid_max": valid.max(),
+            "valid_range_points": 100 * (valid.max() - valid.min()),
+            "test_mean": test.mean(), "test_min": test.min(), "test_max": test.max(),
+            "first_epoch_seconds": float(np.mean([r.first_epoch_seconds for r in records])),
+            "parameters": records[0].config.get("architecture", {}).get("parameters"),
+        })
+        if target_val_loss is not None:
+            reached = [time_to_reach(r, target_val_loss) for r in records]
+            reached = [t for t in reached if t[0] is not None]
+            rows[-1] |= {"target_reached_by": len(reached),
+                         "epochs_to_target": float(np.mean([e for e, _ in reached])) if reached else math.nan,
+                         "seconds_to_target": float(np.mean([s for _, s in reached])) if reached else math.nan}
+    return pd.DataFrame(rows)
+
+
+def load_seeds(variant: str, seeds=("", "_seed1", "_seed2"), mode: str | None = None, directory=None) -> list:
+    """The records ``variant``, ``variant_seed1``, ``variant_seed2`` (the series' naming of 3 seeds)."""
+    return [load_run(variant + suffix, mode, directory) for suffix in seeds]

@@ -75,11 +75,6 @@ def versions() -> dict:
     return out
 
 
-def _format_epoch(epoch, max_epochs, loss, acc, val_loss, val_acc, seconds, best):
-    return (f"epoch {epoch:3d}/{max_epochs}  loss {loss:.4f}  acc {acc:.4f} | "
-            f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f} | {seconds:5.1f} s{'  *best' if best else ''}")
-
-
 def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = None,
           patience: int | None = None, batch_size: int | None = None, seed: int = config.SEED,
           verbose: int = 1, tensorboard_dir=None, extra_config: dict | None = None,
@@ -103,58 +98,109 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     Used in: notebooks 02-06.
     """
     settings = settings or config.SETTINGS
+    max_epochs, patience, batch_size = resolve_lengths(settings, max_epochs, patience, batch_size)
+    stepper = engine.stepper_for(model)
+    x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
+    x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)
+    writer = _tensorboard_writer(tensorboard_dir, variant)
+    progress = EarlyStopping(patience)
+    for epoch in range(1, max_epochs + 1):
+        start = time.perf_counter()
+        loss, acc = engine.train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch) if shuffle else None)
+        val_loss, val_acc = stepper.evaluate(x_valid, y_valid, engine.EVAL_BATCH_SIZE)
+        improved = progress.update(loss, acc, val_loss, val_acc, time.perf_counter() - start, model.get_weights)
+        if verbose:
+            print(format_epoch(progress, max_epochs, improved), flush=True)
+        if writer is not None:
+            _tensorboard_write(writer, epoch, loss, acc, val_loss, val_acc)
+        if progress.stopped:
+            break
+    return finish(model, data, variant, progress, settings, stepper, seed=seed, batch_size=batch_size,
+                  max_epochs=max_epochs, evaluate_test=evaluate_test, verbose=verbose, extra_config=extra_config)
+
+
+def resolve_lengths(settings, max_epochs, patience, batch_size):
+    """The mode's defaults for what is None; refuses zero or negative values."""
     max_epochs = settings.max_epochs if max_epochs is None else max_epochs
     patience = settings.patience if patience is None else patience
     batch_size = settings.batch_size if batch_size is None else batch_size
     if max_epochs < 1 or patience < 1:
         raise ValueError(f"max_epochs and patience must be at least 1, got {max_epochs}, {patience}")
-    stepper = engine.stepper_for(model)
-    x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
-    x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)
-    writer = _tensorboard_writer(tensorboard_dir, variant)
-    history = {k: [] for k in HISTORY_KEYS}  # loss, accuracy, val_loss, val_accuracy, epoch_seconds
-    best = (math.inf, 0, None, 0.0)  # val_loss, epoch, weights, elapsed at its end
-    stopped, elapsed = "max_epochs", 0.0
-    for epoch in range(1, max_epochs + 1):
-        start = time.perf_counter()
-        loss, acc = engine.train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch) if shuffle else None)
-        val_loss, val_acc = stepper.evaluate(x_valid, y_valid, engine.EVAL_BATCH_SIZE)
-        seconds = time.perf_counter() - start
-        elapsed += seconds
-        for k, v in zip(history, (loss, acc, val_loss, val_acc, seconds)):
-            history[k].append(float(v))
-        improved = val_loss < best[0]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return max_epochs, patience, batch_size
+
+
+class EarlyStopping:
+    """Early stopping on validation loss, kept apart from the loop that feeds it.
+
+    ``update`` takes one epoch's numbers, appends them to the history, keeps the weights
+    of the best epoch so far, and sets ``stopped`` to ``"nan"`` (a loss is not finite)
+    or ``"early_stopping"`` (``patience`` epochs without a lower validation loss).
+    The same object serves one network trained alone and each of several trained side
+    by side (``helpers.parallel``).
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.history = {k: [] for k in HISTORY_KEYS}  # loss, accuracy, val_loss, val_accuracy, epoch_seconds
+        self.best_val_loss, self.best_epoch, self.best_weights, self.best_elapsed = math.inf, 0, None, 0.0
+        self.elapsed = 0.0
+        self.stopped = None
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history["loss"])
+
+    def update(self, loss, acc, val_loss, val_acc, seconds, get_weights) -> bool:
+        """Record one epoch; True if it is the best so far (its weights are then kept)."""
+        self.elapsed += seconds
+        for k, v in zip(HISTORY_KEYS, (loss, acc, val_loss, val_acc, seconds)):
+            self.history[k].append(float(v))
+        improved = val_loss < self.best_val_loss
         if improved:
-            best = (val_loss, epoch, model.get_weights(), elapsed)
-        if verbose:
-            print(_format_epoch(epoch, max_epochs, loss, acc, val_loss, val_acc, seconds, improved), flush=True)
-        if writer is not None:
-            _tensorboard_write(writer, epoch, loss, acc, val_loss, val_acc)
+            self.best_val_loss, self.best_epoch = float(val_loss), self.epoch
+            self.best_weights, self.best_elapsed = get_weights(), self.elapsed
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
-            stopped = "nan"
-            if verbose:
-                print(f"stopped: the loss is {loss} at epoch {epoch}; the learning rate is too high "
-                      "for this network (try a lower one, or run the LR finder)")
-            break
-        if epoch - best[1] >= patience:
-            stopped = "early_stopping"
-            break
-    if best[2] is not None:
-        model.set_weights(best[2])
-    valid_loss, valid_acc = stepper.evaluate(x_valid, y_valid, engine.EVAL_BATCH_SIZE)
+            self.stopped = "nan"
+        elif self.epoch - self.best_epoch >= self.patience:
+            self.stopped = "early_stopping"
+        return improved
+
+
+def format_epoch(progress: EarlyStopping, max_epochs: int, improved: bool) -> str:
+    """One line per epoch; the best epochs marked, and a diverged one explained."""
+    h, e = progress.history, progress.epoch
+    line = (f"epoch {e:3d}/{max_epochs}  loss {h['loss'][-1]:.4f}  acc {h['accuracy'][-1]:.4f} | "
+            f"val_loss {h['val_loss'][-1]:.4f}  val_acc {h['val_accuracy'][-1]:.4f} | "
+            f"{h['epoch_seconds'][-1]:5.1f} s{'  *best' if improved else ''}")
+    if progress.stopped == "nan":
+        line += (f"\nstopped: the loss is {h['loss'][-1]} at epoch {e}; the learning rate is too high "
+                 "for this network (try a lower one, or run the LR finder)")
+    return line
+
+
+def finish(model, data, variant, progress: EarlyStopping, settings, stepper, *, seed, batch_size, max_epochs,
+           evaluate_test=True, verbose=0, extra_config=None) -> RunRecord:
+    """Restore the best weights, evaluate them, and write it all into a ``RunRecord``."""
+    if progress.best_weights is not None:
+        model.set_weights(progress.best_weights)
+    valid_loss, valid_acc = stepper.evaluate(*stepper.device_arrays(data.x_valid, data.y_valid),
+                                             engine.EVAL_BATCH_SIZE)
     test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), engine.EVAL_BATCH_SIZE)
                            if evaluate_test else (math.nan, math.nan))
-    times = history["epoch_seconds"]
+    times = progress.history["epoch_seconds"]
+    stopped = progress.stopped or "max_epochs"
     record = RunRecord(
         variant=variant, mode=settings.mode, data=data.source,
-        learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=best[1],
+        learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=progress.best_epoch,
         valid_accuracy=float(valid_acc), test_accuracy=float(test_acc),
         valid_loss=float(valid_loss), test_loss=float(test_loss),
         seconds_per_epoch=float(statistics.median(times[1:])) if len(times) > 1 else float(times[0]),
-        first_epoch_seconds=float(times[0]), wall_time_to_best=float(best[3]), stopped=stopped,
-        history=history,
+        first_epoch_seconds=float(times[0]), wall_time_to_best=float(progress.best_elapsed), stopped=stopped,
+        history=progress.history,
         config={"architecture": models.describe(model), "optimizer": optimizer_config(model.optimizer),
-                "batch_size": batch_size, "max_epochs": max_epochs, "patience": patience,
+                "batch_size": batch_size, "max_epochs": max_epochs, "patience": progress.patience,
                 "early_stopping": "val_loss, best weights restored", "seed": seed,
                 "preprocessing": data.preprocessing, "sizes": data.sizes(),
                 "fast_path": isinstance(stepper, engine.JaxStepper), "versions": versions(),

@@ -25,6 +25,16 @@ def test_batch_norm_comes_before_activation_and_replaces_bias():
     hidden = [l for l in model.layers if isinstance(l, keras.layers.Dense)][:-1]
     assert not any(l.use_bias for l in hidden)
     assert describe(model)["batch_norm"] is True and describe(model)["activation"] == "swish"
+    assert describe(model)["input_batch_norm"] is True
+
+
+def test_batch_norm_on_the_inputs_is_a_separate_choice():
+    hidden_only = build_dnn(n_hidden=3, batch_norm=True, input_batch_norm=False)
+    kinds = [type(l).__name__ for l in hidden_only.layers]
+    assert kinds[:2] == ["Flatten", "Dense"] and kinds.count("BatchNormalization") == 3
+    assert describe(hidden_only)["batch_norm"] is True and describe(hidden_only)["input_batch_norm"] is False
+    inputs_only = build_dnn(n_hidden=3, input_batch_norm=True)
+    assert describe(inputs_only)["batch_norm"] is False and describe(inputs_only)["input_batch_norm"] is True
 
 
 def test_alpha_dropout_only_in_a_self_normalizing_net():
@@ -54,7 +64,8 @@ def test_same_seed_same_weights_other_seed_other_weights():
 def test_describe_reads_the_layers():
     d = describe(build_dnn(n_hidden=4, n_neurons=7, activation="selu", initializer="lecun_normal"))
     assert d == {"n_hidden": 4, "n_neurons": 7, "activation": "selu", "initializer": "LecunNormal",
-                 "batch_norm": False, "alpha_dropout": 0.0, "parameters": d["parameters"]}
+                 "batch_norm": False, "input_batch_norm": False, "alpha_dropout": 0.0,
+                 "parameters": d["parameters"]}
 
 
 def test_initializer_object_gives_each_layer_its_own_draw_reproducibly():

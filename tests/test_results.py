@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from helpers import results
@@ -74,3 +75,44 @@ def test_frames():
     tidy = results.history_frame(records)
     assert len(tidy) == 5 and tidy.query("variant == 'bn'")["epoch"].tolist() == [1, 2]
     assert {"loss", "val_accuracy", "epoch_seconds"} <= set(tidy.columns)
+
+
+def test_time_to_reach_a_validation_loss():
+    h = {"loss": [2.0, 1.5, 1.2, 1.1], "accuracy": [0.1] * 4, "val_loss": [1.9, 1.6, 1.4, 1.45],
+         "val_accuracy": [0.1] * 4, "epoch_seconds": [3.0, 1.0, 1.0, 1.0]}
+    r = make_record(epochs=4, history=h)
+    assert results.time_to_reach(r, 1.6) == (2, 4.0)  # reached exactly at epoch 2: compile epoch counted
+    assert results.time_to_reach(r, 1.5) == (3, 5.0)
+    assert results.time_to_reach(r, 1.0) == (None, None)  # never
+    with pytest.raises(ValueError, match="finite"):
+        results.time_to_reach(r, float("nan"))
+
+
+def test_seed_summary_gives_means_and_range_per_variant():
+    a = [make_record("bn", valid_accuracy=v, test_accuracy=v - 0.01, best_epoch=b,
+                     config={"seed": s, "architecture": {"parameters": 123}})
+         for v, b, s in ((0.53, 4, 42), (0.55, 6, 1), (0.54, 5, 2))]
+    b = [make_record("baseline", valid_accuracy=0.5)]
+    table = results.seed_summary({"bn": a, "baseline": b}).set_index("variant")
+    assert table.loc["bn", "seeds"] == 3 and table.loc["bn", "best_epoch"] == pytest.approx(5.0)
+    assert table.loc["bn", "valid_mean"] == pytest.approx(0.54)
+    assert (table.loc["bn", "valid_min"], table.loc["bn", "valid_max"]) == (0.53, 0.55)
+    assert table.loc["bn", "valid_range_points"] == pytest.approx(2.0)
+    assert table.loc["bn", "test_mean"] == pytest.approx(0.53) and table.loc["bn", "parameters"] == 123
+    assert table.loc["baseline", "valid_range_points"] == 0.0
+    # every make_record history has val_loss 0.5, 1.5, 2.5 and epoch_seconds 0.5, 1.5, 2.5
+    timed = results.seed_summary({"bn": a}, target_val_loss=1.5).set_index("variant")
+    assert timed.loc["bn", "target_reached_by"] == 3 and timed.loc["bn", "epochs_to_target"] == 1.0
+    assert timed.loc["bn", "seconds_to_target"] == 0.5
+    never = results.seed_summary({"bn": a}, target_val_loss=0.1).set_index("variant")
+    assert never.loc["bn", "target_reached_by"] == 0 and np.isnan(never.loc["bn", "epochs_to_target"])
+    with pytest.raises(ValueError, match="no records"):
+        results.seed_summary({"empty": []})
+
+
+def test_load_seeds_reads_the_three_records(tmp_path):
+    for name in ("selu", "selu_seed1", "selu_seed2"):
+        results.save_run(make_record(name), tmp_path)
+    assert [r.variant for r in results.load_seeds("selu", directory=tmp_path)] == ["selu", "selu_seed1", "selu_seed2"]
+    with pytest.raises(FileNotFoundError, match="bn"):
+        results.load_seeds("bn", directory=tmp_path)
