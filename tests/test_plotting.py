@@ -83,3 +83,33 @@ def test_layer_stats_plot_shows_the_factor_per_layer_and_says_when_gradients_are
     assert labels == ["He", "N(0,1) (zeros not drawn)"]
     assert all(ax.get_xlabel() and ax.get_ylabel() and ax.get_title() for ax in fig.axes)
     plt.close(fig)
+
+
+def test_activation_stats_plot_one_colour_per_network_one_style_per_stage():
+    from helpers.diagnostics import LayerStats
+
+    s0 = LayerStats((0.0, 0.1, 0.0), (1.0, 1.0, 1.0), (1e-3,) * 3)
+    s1 = LayerStats((0.2, 0.3, 0.1), (1.5, 1.2, 1.1), (1e-3,) * 3)
+    fig = plotting.plot_activation_stats({"SELU": {"at initialization": s0, "trained": s1},
+                                          "Swish": {"at initialization": s0, "trained": s1}})
+    mean_ax, std_ax = fig.axes
+    lines = [l for l in std_ax.get_lines() if l.get_label() and not l.get_label().startswith("_")]
+    assert [l.get_label() for l in lines] == ["SELU, at initialization", "SELU, trained",
+                                              "Swish, at initialization", "Swish, trained"]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()
+    assert std_ax.get_yscale() == "log" and all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_validation_curves_against_epochs_and_time():
+    from tests.test_results import make_record
+
+    runs = [make_record("bn", epochs=3), make_record("bn_seed1", epochs=3)]
+    fig = plotting.plot_validation_curves({"batch norm": runs})
+    by_epoch, by_time = fig.axes
+    assert len(by_epoch.get_lines()) == len(by_time.get_lines()) == 2
+    # make_record's epochs take 0.5, 1.5 and 2.5 s: the time axis is their running sum
+    assert by_time.get_lines()[0].get_xdata().tolist() == [0.5, 2.0, 4.5]
+    assert "(s)" in by_time.get_xlabel() and by_epoch.get_legend().get_texts()[0].get_text() == "batch norm (2 seeds)"
+    plt.close(fig)
