@@ -103,3 +103,19 @@ def test_loss_from_is_checked_and_the_output_layer_must_be_a_softmax():
     linear = keras.Sequential([keras.Input((20,)), keras.layers.Dense(10)])
     with pytest.raises(ValueError, match="softmax"):
         layer_stats(linear, data.x_train[:8], data.y_train[:8])
+
+
+def test_layer_stats_at_any_point_of_training():
+    """The same measurement on a trained network: it reads the model's current weights."""
+    from helpers import training
+
+    data = blobs(n_features=20)
+    model = training.compile_model(build_dnn(n_hidden=4, n_neurons=32, input_shape=(20,),
+                                             activation="selu", initializer="lecun_normal"), 1e-2)
+    x, y = data.x_valid[:128], data.y_valid[:128]
+    before = layer_stats(model, x, y)
+    training.train(model, data, "selu", max_epochs=3, patience=3, verbose=0)
+    after = layer_stats(model, x, y)
+    assert len(after.act_std) == 4 and np.isfinite(after.act_std).all()
+    assert after.act_std != before.act_std  # the weights moved, and the statistics with them
+    assert sum(after.grad_norm) < sum(before.grad_norm)  # a trained net has a smaller loss gradient
