@@ -10,6 +10,7 @@ Environment variables (all optional):
 - ``CIFAR10_NPZ``: path of an offline ``.npz`` copy of CIFAR-10 (see ``helpers.data``).
 - ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
   ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
+- ``CIFAR10_RESULTS``: the results folder, default ``results/`` in the repository.
 """
 from __future__ import annotations
 
@@ -40,8 +41,12 @@ class Settings:
 
     @property
     def results_dir(self) -> Path:
-        """Full-mode records live in ``results/``; quick ones never overwrite them."""
-        base = PROJECT_ROOT / "results"
+        """Full-mode records live in ``results/``; quick ones never overwrite them.
+
+        ``CIFAR10_RESULTS`` moves the whole folder elsewhere (tests use it to run a
+        notebook with no records at all).
+        """
+        base = Path(os.environ.get("CIFAR10_RESULTS") or PROJECT_ROOT / "results").expanduser()
         return base if self.mode == "full" else base / "quick"
 
 

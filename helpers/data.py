@@ -113,6 +113,9 @@ def load_npz(path):
         publisher of an offline copy states.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; CIFAR10_NPZ must name the .npz file itself "
+                        f"(e.g. {path / 'cifar10.npz'})\n{HOW_TO_GET_DATA}")
     if not path.is_file():
         raise DataError(f"offline CIFAR-10 file not found: {path}\n{HOW_TO_GET_DATA}")
     try:
@@ -172,7 +175,8 @@ def class_balanced_subset(y, per_class: int) -> np.ndarray:
     for c in range(N_CLASSES):
         idx = np.flatnonzero(y == c)[:per_class]
         if len(idx) < per_class:
-            raise DataError(f"only {len(idx)} images of class {c}, {per_class} asked for")
+            raise DataError(f"only {len(idx)} images of class {c}, {per_class} asked for: the subset is larger "
+                            "than the data; ask for fewer per class, or use the full data (CIFAR10_MODE=full)")
         picks.append(idx)
     return np.sort(np.concatenate(picks))
 
@@ -225,6 +229,22 @@ def standardize(data: Dataset) -> Dataset:
     f = lambda x: ((x.astype(np.float32) - mean) / std).astype(np.float32)  # noqa: E731
     return replace(data, x_train=f(x_train), x_valid=f(data.x_valid), x_test=f(data.x_test),
                    preprocessing="standardized")
+
+
+def flip_images(x, flips) -> np.ndarray:
+    """A copy of the images ``x`` (N, height, width, channels), mirrored left-right where ``flips`` is True.
+
+    Random horizontal flips are the standard augmentation for CIFAR-10: a mirrored truck is
+    still a truck. ``training.train(..., random_flip=True)`` draws ``flips`` anew every epoch
+    (half the images on average) and, under JAX, applies them inside the compiled step
+    instead of here. Used in: notebook 06.
+    """
+    x, flips = np.asarray(x), np.asarray(flips)
+    if x.ndim != 4:
+        raise ValueError(f"images must have shape (N, height, width, channels), got {x.shape}")
+    if flips.shape != (len(x),) or flips.dtype != bool:
+        raise ValueError(f"flips must be {len(x)} booleans, one per image, got {flips.dtype} of shape {flips.shape}")
+    return np.where(flips[:, None, None, None], x[:, :, ::-1], x)
 
 
 def _require_uint8(data):

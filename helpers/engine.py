@@ -76,9 +76,11 @@ def _signature(model: keras.Model) -> str:
 def step_functions(model: keras.Model):
     """(train_scan, eval_scan), pure JAX functions of the state, not yet compiled.
 
-    ``train_scan(state, x_all, y_all, idx)`` runs one train step per row of ``idx`` (the
-    batches' sample indices) with ``state = (trainable, non_trainable, optimizer
-    variables)``, and returns the new state and per-step ``(loss, correct)``.
+    ``train_scan(state, x_all, y_all, idx, flip_all=None)`` runs one train step per row of
+    ``idx`` (the batches' sample indices) with ``state = (trainable, non_trainable, optimizer
+    variables)``, and returns the new state and per-step ``(loss, correct)``. ``flip_all``,
+    one boolean per image, mirrors those images left-right inside the step (augmentation
+    at no cost: the same gather, one select).
     ``eval_scan(trainable, non_trainable, x_all, y_all, idx)`` returns per-batch
     ``(loss * batch size, correct)``. ``helpers.vmapped`` maps the same functions over
     several networks.
@@ -104,8 +106,14 @@ def step_functions(model: keras.Model):
         correct = jnp.sum(jnp.argmax(y_pred, axis=-1) == y)
         return (trainable, ntv, opt_vars), (loss, correct)
 
-    def train_scan(state, x_all, y_all, idx):
-        return jax.lax.scan(lambda s, i: train_step(s, (x_all[i], y_all[i])), state, idx)
+    def train_scan(state, x_all, y_all, idx, flip_all=None):
+        def body(s, i):
+            x = x_all[i]
+            if flip_all is not None:  # random horizontal flips, drawn per image on the host
+                x = jnp.where(flip_all[i][:, None, None, None], x[:, :, ::-1, :], x)
+            return train_step(s, (x, y_all[i]))
+
+        return jax.lax.scan(body, state, idx)
 
     def eval_scan(trainable, non_trainable, x_all, y_all, idx):
         def body(carry, i):
@@ -194,13 +202,17 @@ class JaxStepper:
                     else:
                         self._eval.lower(state[0], state[1], x, y, i).compile()
 
-    def train_steps(self, x, y, full, rest):
-        """Run the batches in ``full`` (2-D) then ``rest`` (1-D); per-step (loss, correct, size)."""
+    def train_steps(self, x, y, full, rest, flips=None):
+        """Run the batches in ``full`` (2-D) then ``rest`` (1-D); per-step (loss, correct, size).
+
+        ``flips``: one boolean per image of ``x``, mirrored inside the step where True.
+        """
         state = self._state()
+        flips = None if flips is None else self._jnp.asarray(flips)
         out = []
         for idx in (full, rest.reshape(1, -1)):
             if idx.size:
-                state, (loss, correct) = self._train(state, x, y, self._jnp.asarray(idx))
+                state, (loss, correct) = self._train(state, x, y, self._jnp.asarray(idx), flips)
                 out.append((np.asarray(loss), np.asarray(correct), np.full(len(idx), idx.shape[1])))
         self._write_back(state)
         return tuple(np.concatenate(parts) for parts in zip(*out))
@@ -240,8 +252,12 @@ class KerasStepper:
                 sizes.append(len(idx))
         return np.array(losses), np.array(corrects), np.array(sizes)
 
-    def train_epoch(self, x, y, batch_size, seed):
+    def train_epoch(self, x, y, batch_size, seed, flips=None):
         # shuffled by the backend's RNG, seeded once by build_dnn; ``seed`` only says whether
+        if flips is not None:  # the same flips as the JAX path, applied on the host
+            from helpers.data import flip_images
+
+            x = flip_images(x, flips)
         h = self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=seed is not None, verbose=0)
         return h.history["loss"][0], h.history.get("accuracy", [np.nan])[0]
 
@@ -282,15 +298,16 @@ def stepper_for(model: keras.Model, fast: bool | None = None):
     return JaxStepper(model) if fast else KerasStepper(model)
 
 
-def train_epoch(stepper, x, y, batch_size: int, seed):
+def train_epoch(stepper, x, y, batch_size: int, seed, flips=None):
     """One epoch; returns (mean loss, accuracy) weighted by batch size.
 
     ``seed`` (an int or a tuple such as ``(run_seed, epoch)``) fixes the batch order of the
     JAX path; ``None`` keeps the data's order (no shuffle). Under other backends ``fit``
-    shuffles with the backend's generator, seeded once by ``build_dnn``.
+    shuffles with the backend's generator, seeded once by ``build_dnn``. ``flips``: one
+    boolean per training image, mirrored left-right this epoch where True.
     """
     if isinstance(stepper, KerasStepper):
-        return stepper.train_epoch(x, y, batch_size, seed)
+        return stepper.train_epoch(x, y, batch_size, seed, flips)
     full, rest = batch_indices(len(y), batch_size, None if seed is None else np.random.default_rng(seed))
-    losses, corrects, sizes = stepper.train_steps(x, y, full, rest)
+    losses, corrects, sizes = stepper.train_steps(x, y, full, rest, flips)
     return float(np.sum(losses * sizes) / np.sum(sizes)), float(np.sum(corrects) / np.sum(sizes))

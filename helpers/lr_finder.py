@@ -101,6 +101,7 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
     """
     settings = settings or config.SETTINGS
     batch_size = settings.batch_size if batch_size is None else batch_size
+    training.check_data(model, data, batch_size)
     n_batches = len(data.y_train) // batch_size
     steps = min(settings.lr_sweep_steps if steps is None else steps, n_batches)
     schedule = ExponentialSweep(min_rate, max_rate, steps)

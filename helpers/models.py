@@ -16,7 +16,7 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
               initializer: str = "he_normal", batch_norm: bool = False,
               alpha_dropout: float = 0.0, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES,
               seed: int | None = config.SEED, name: str | None = None,
-              input_batch_norm: bool | None = None) -> keras.Sequential:
+              input_batch_norm: bool | None = None, alpha_dropout_where: str = "output") -> keras.Sequential:
     """A dense classifier for 32x32x3 images (uncompiled).
 
     Args:
@@ -30,8 +30,10 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
             own learned offset, beta, takes the bias's place).
         input_batch_norm: a BatchNormalization right after Flatten, on the inputs, as the
             published solution has; default: the same as ``batch_norm``.
-        alpha_dropout: rate of an AlphaDropout before the output layer. Only with SELU
-            and LeCun normal init: it is built to keep SELU's mean and variance.
+        alpha_dropout: rate of AlphaDropout. Only with SELU and LeCun normal init: it is
+            built to keep SELU's mean and variance, which plain dropout breaks.
+        alpha_dropout_where: ``"output"``, one AlphaDropout before the output layer (the
+            published solution's choice), or ``"hidden"``, one after every hidden layer.
         seed: clears the Keras session and seeds Python, NumPy and the backend, so the
             same seed gives the same initial weights (and dropout masks) on one backend.
     Returns:
@@ -47,6 +49,8 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
             "alpha dropout preserves self-normalization only in a SELU net with LeCun normal "
             f"init and no batch norm; got activation={activation!r}, initializer={initializer!r}, "
             f"batch_norm={batch_norm}. Use keras.layers.Dropout for other networks.")
+    if alpha_dropout_where not in ("output", "hidden"):
+        raise ValueError(f"alpha_dropout_where is 'output' or 'hidden', got {alpha_dropout_where!r}")
     if seed is not None:
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
@@ -67,8 +71,10 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
         else:
             layers.append(keras.layers.Dense(n_neurons, activation=activation,
                                              kernel_initializer=kernel_init()))
-    if alpha_dropout:
-        layers.append(keras.layers.AlphaDropout(alpha_dropout, seed=seed))
+        if alpha_dropout and alpha_dropout_where == "hidden":
+            layers.append(keras.layers.AlphaDropout(alpha_dropout))
+    if alpha_dropout and alpha_dropout_where == "output":
+        layers.append(keras.layers.AlphaDropout(alpha_dropout))
     layers.append(keras.layers.Dense(n_classes, activation="softmax"))
     return keras.Sequential(layers, name=name)
 
@@ -100,5 +106,6 @@ def describe(model: keras.Model) -> dict:
                           if not _is_input_bn(model, l)),
         "input_batch_norm": any(_is_input_bn(model, l) for l in model.layers),
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
+        "alpha_dropout_layers": len(dropout),
         "parameters": int(model.count_params()),
     }

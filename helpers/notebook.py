@@ -41,5 +41,7 @@ def setup(settings=None):
     print(f"seed: {config.SEED}   batch size: {settings.batch_size}   max epochs: {settings.max_epochs}   "
           f"patience: {settings.patience}")
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    print(f"results folder: {settings.results_dir.relative_to(config.PROJECT_ROOT)}/")
+    folder = settings.results_dir
+    shown = folder.relative_to(config.PROJECT_ROOT) if folder.is_relative_to(config.PROJECT_ROOT) else folder
+    print(f"results folder: {shown}/")
     return settings

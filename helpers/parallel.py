@@ -43,11 +43,17 @@ METHODS = ("processes", "vmap")
 
 @dataclass(frozen=True)
 class Run:
-    """One network to train: its record's name, its seed and its learning rate."""
+    """One network to train: its record's name, its seed, its learning rate, and options of its build.
+
+    ``options`` go to ``build_model(seed, **options)``: a variant of the architecture (a
+    dropout rate, say) trained beside the others. The ``"processes"`` method trains any
+    mix; ``"vmap"`` needs one architecture and refuses options that change it.
+    """
 
     variant: str
     seed: int = config.SEED
     learning_rate: object = None  # a float or a LearningRateSchedule; None: train_many's learning_rate
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,14 +66,16 @@ class ManyRuns:
     method: str = "processes"
     workers: int = 1
     weights: dict = field(default_factory=dict, repr=False)  # variant -> best weights (model.get_weights() order)
+    runs: tuple = ()  # the Runs asked for, learning rates filled in
 
     def model(self, variant: str, build_model, seed=None):
-        """The trained network of one variant: ``build_model(seed)`` with its best weights set.
+        """The trained network of one variant: ``build_model(seed, **options)`` with its best weights set.
 
         ``seed`` defaults to the record's; the weights replace whatever it drew.
         """
         record = self.record(variant)
-        model = build_model(record.config["seed"] if seed is None else seed)
+        options = next((r.options for r in self.runs if r.variant == variant), {})
+        model = build_model(record.config["seed"] if seed is None else seed, **options)
         model.set_weights(self.weights[variant])
         return model
 
@@ -105,9 +113,9 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
     """Train one network per ``Run``, at once; return their Run records.
 
     Args:
-        build_model: ``build_model(seed)`` returns a fresh, uncompiled model; every run
-            gets the same architecture, with its own seed (a lambda is fine: the workers
-            receive it through cloudpickle).
+        build_model: ``build_model(seed, **run.options)`` returns a fresh, uncompiled
+            model, with its own seed (a lambda is fine: the workers receive it through
+            cloudpickle).
         runs: ``Run`` objects (or variant names, for the default seed and rate); names must
             be unique.
         learning_rate: the rate of runs that do not set their own.
@@ -128,7 +136,7 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
     names = [r.variant for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    runs = [r if r.learning_rate is not None else Run(r.variant, r.seed, learning_rate) for r in runs]
+    runs = [r if r.learning_rate is not None else Run(r.variant, r.seed, learning_rate, r.options) for r in runs]
     missing = [r.variant for r in runs if r.learning_rate is None]
     if missing:
         raise ValueError(f"no learning rate for {missing}: pass learning_rate= or set it in each Run")
@@ -153,7 +161,7 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
     for variant, message in failures.items():
         print(f"[{variant}] FAILED: {message.strip().splitlines()[-1]}", flush=True)
     return ManyRuns(records=tuple(records), failures=failures, seconds=time.perf_counter() - start,
-                    method=method, workers=workers, weights=weights)
+                    method=method, workers=workers, weights=weights, runs=tuple(runs))
 
 
 def _in_processes(build_model, data, runs, workers, verbose, compile_model, settings, train_kwargs):
@@ -207,7 +215,7 @@ def _precompile(build_model, data, run, compile_model, settings, train_kwargs):
         from helpers import engine, training
 
         engine.enable_compilation_cache()
-        model = (compile_model or training.compile_model)(build_model(run.seed), run.learning_rate)
+        model = (compile_model or training.compile_model)(build_model(run.seed, **run.options), run.learning_rate)
         batch_size = train_kwargs.get("batch_size") or settings.batch_size
         sizes = [len(data.y_valid)] + ([len(data.y_test)] if train_kwargs.get("evaluate_test", True) else [])
         engine.JaxStepper(model).precompile(len(data.y_train), data.x_train.shape[1:], batch_size, sizes)
@@ -250,7 +258,10 @@ def _train_one(build_model, data, run, compile_model, settings, train_kwargs, pu
     try:
         with contextlib.redirect_stdout(out):
             compile_fn = compile_model or training.compile_model
-            model = compile_fn(build_model(run.seed), run.learning_rate)
+            model = compile_fn(build_model(run.seed, **run.options), run.learning_rate)
+            if run.options:
+                train_kwargs = {**train_kwargs, "extra_config": {**(train_kwargs.get("extra_config") or {}),
+                                                                 "build_options": dict(run.options)}}
             record = training.train(model, data, run.variant, seed=run.seed, settings=settings,
                                     verbose=1 if put is not None else 0, **train_kwargs)
         return run.variant, (record, model.get_weights()), None

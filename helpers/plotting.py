@@ -1,4 +1,4 @@
-"""Figures: learning curves of one or many runs, the LR finder, signal propagation.
+"""Figures: learning curves of one or many runs, the LR finder, signal propagation, MC dropout, 1cycle.
 
 Compute apart from plotting: every function here takes results (Run records, finder
 results) and draws them; none trains anything. Each figure has a title, axis labels
@@ -156,11 +156,14 @@ def plot_activation_stats(stats, title="Activations of every hidden layer, valid
     return fig
 
 
-def plot_validation_curves(groups, title="Validation curves", metric="val_accuracy"):
+def plot_validation_curves(groups, title="Validation curves", metric="val_accuracy", seconds_per_epoch=None):
     """Validation metric of each run against epochs and against wall-clock seconds, side by side.
 
     Args:
         groups: ``{label: [RunRecord, ...]}``; every seed drawn, the same colour per label.
+        seconds_per_epoch: ``{label: seconds}`` measured side by side; if given, the time axis
+            is epochs x these (records trained on different days are then comparable),
+            else each record's own epoch times.
     Used in: notebooks 03-06.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
@@ -168,19 +171,113 @@ def plot_validation_curves(groups, title="Validation curves", metric="val_accura
         c = color_of(records[0].variant.split("_seed")[0], i)
         for k, r in enumerate(records):
             values = r.history[metric]
-            seconds = np.cumsum(r.history["epoch_seconds"])
+            seconds = (np.arange(1, r.epochs + 1) * seconds_per_epoch[label] if seconds_per_epoch
+                       else np.cumsum(r.history["epoch_seconds"]))
             for ax, x in zip(axes, (range(1, r.epochs + 1), seconds)):
                 ax.plot(x, values, "-", color=c, alpha=0.9 if k == 0 else 0.45, lw=1.4 if k == 0 else 1.0,
                         label=f"{label} ({len(records)} seeds)" if k == 0 else None)
     name = {"val_accuracy": "validation accuracy (fraction)", "val_loss": "validation loss (nats)"}.get(metric, metric)
     axes[0].set_xlabel("epoch")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].set_xlabel("wall-clock time from the start of training (s)")
+    axes[1].set_xlabel("epochs x seconds per epoch measured side by side (s)" if seconds_per_epoch
+                       else "wall-clock time from the start of training (s)")
     axes[0].set_ylabel(name)
     axes[0].set_title(f"{name} against epochs")
     axes[1].set_title(f"{name} against time")
     axes[0].legend(fontsize="small")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of passes"):
+    """Accuracy of the mean of the first k passes against k (log axis), beside the deterministic model.
+
+    Args:
+        curves: ``{set name: (ks, accuracies, lows, highs, deterministic (acc, low, high))}``;
+            one panel per set, the 95% intervals shaded.
+    Used in: notebook 05.
+    """
+    fig, axes = plt.subplots(1, len(curves), figsize=(6.2 * len(curves), 4), squeeze=False)
+    for ax, (name, (ks, acc, low, high, det)) in zip(axes[0], curves.items()):
+        c_mc, c_det = color_of("mc_dropout"), color_of("alpha_dropout")
+        ax.plot(ks, acc, "o-", color=c_mc, ms=3, label="MC dropout, mean of k passes")
+        ax.fill_between(ks, low, high, color=c_mc, alpha=0.2, label="95% interval (MC)")
+        ax.axhline(det[0], color=c_det, lw=1.5, label="deterministic (dropout off)")
+        ax.axhspan(det[1], det[2], color=c_det, alpha=0.12, label="95% interval (deterministic)")
+        ax.set_xscale("log")
+        ax.set_xlabel("MC passes averaged, k (log scale)")
+        ax.set_ylabel("accuracy (fraction)")
+        ax.set_title(name)
+    axes[0][0].legend(fontsize="small", loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (test set)"):
+    """Histograms of an uncertainty score for right and wrong predictions, one panel per method.
+
+    Args:
+        scores: ``{panel title: (score per image, correct per image, x-axis label)}``.
+    Used in: notebook 05.
+    """
+    fig, axes = plt.subplots(1, len(scores), figsize=(6.2 * len(scores), 3.8), squeeze=False)
+    for ax, (name, (score, correct, xlabel)) in zip(axes[0], scores.items()):
+        bins = np.linspace(np.min(score), np.max(score), 40)
+        ax.hist(score[correct], bins=bins, alpha=0.6, density=True, label="right", color=sns.color_palette("colorblind")[2])
+        ax.hist(score[~correct], bins=bins, alpha=0.6, density=True, label="wrong", color=sns.color_palette("colorblind")[3])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.set_title(name)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(diagrams, title="Reliability diagram (test set)"):
+    """Accuracy against confidence per bin, one line per method, the diagonal for perfect calibration.
+
+    Args:
+        diagrams: ``{label: (mean confidence per bin, accuracy per bin, count per bin, ECE)}``
+            as from ``helpers.metrics.reliability_bins``.
+    Used in: notebook 05.
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for i, (label, (conf, acc, count, ece)) in enumerate(diagrams.items()):
+        keep = count > 0
+        ax.plot(conf[keep], acc[keep], "o-", ms=4, color=sns.color_palette("colorblind")[i],
+                label=f"{label} (ECE {ece:.3f})")
+    ax.set_xlabel("confidence: top predicted probability (bin mean)")
+    ax.set_ylabel("accuracy in the bin (fraction)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small", loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_one_cycle(schedule, steps_per_epoch=None, title="1cycle: learning rate and momentum per iteration"):
+    """The rate and the momentum of a ``helpers.schedules.OneCycle`` against the iteration.
+
+    Used in: notebook 06.
+    """
+    steps = np.arange(schedule.total_steps + 1)
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    c_rate, c_mom = sns.color_palette("colorblind")[0], sns.color_palette("colorblind")[1]
+    ax.plot(steps, schedule.rate_at(steps), color=c_rate, label="learning rate")
+    ax.set_xlabel("iteration (train step)" + (f"; {steps_per_epoch} per epoch" if steps_per_epoch else ""))
+    ax.set_ylabel("learning rate", color=c_rate)
+    twin = ax.twinx()
+    twin.plot(steps, schedule.momentum_at(steps), color=c_mom, ls="--", label="momentum (Nadam's beta_1)")
+    twin.set_ylabel("momentum (beta_1)", color=c_mom)
+    twin.grid(False)
+    lines = ax.get_lines() + twin.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], fontsize="small", loc="center right")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -91,7 +91,12 @@ def write_json_atomic(path, obj) -> Path:
 
 def save_run(record: RunRecord, directory=None) -> Path:
     """Save to ``results/<variant>.json`` (quick mode: ``results/quick/``)."""
-    return write_json_atomic(record_path(record.variant, record.mode, directory), record.to_dict())
+    path = record_path(record.variant, record.mode, directory)
+    try:
+        return write_json_atomic(path, record.to_dict())
+    except OSError as e:
+        raise OSError(f"cannot write the Run record {path}: {e.strerror or e}. Make {path.parent} writable, or "
+                      "save elsewhere with save_run(record, directory=...)") from e
 
 
 def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord:
@@ -100,8 +105,19 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
     if not path.exists():
         raise FileNotFoundError(f"no run record {path}: first run the notebook or script that trains "
                                 f"{variant!r} in {mode or config.MODE} mode (README, 'Results')")
-    with open(path) as f:
-        return RunRecord.from_dict(json.load(f))
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a valid Run record: not JSON, or cut short ({e}). Run the notebook "
+                         f"that trains {variant!r} again, which rewrites it (or delete the file)") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object")
+    missing = sorted(set(RunRecord.__dataclass_fields__) - set(content))
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: a record of an older or other format. Run the notebook that "
+                         f"trains {variant!r} again to rewrite it")
+    return RunRecord.from_dict(content)
 
 
 def summary_frame(records) -> pd.DataFrame:
@@ -186,3 +202,15 @@ def seed_summary(groups: dict, target_val_loss: float | None = None) -> pd.DataF
 def load_seeds(variant: str, seeds=("", "_seed1", "_seed2"), mode: str | None = None, directory=None) -> list:
     """The records ``variant``, ``variant_seed1``, ``variant_seed2`` (the series' naming of 3 seeds)."""
     return [load_run(variant + suffix, mode, directory) for suffix in seeds]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A frame as a GitHub markdown table, its index as the first column (for the README).
+
+    Cells are written as they are: format numbers before (pandas' ``to_markdown`` would need
+    the ``tabulate`` package).
+    """
+    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    rows = [[str(i)] + [str(v) for v in row] for i, row in zip(frame.index, frame.itertuples(index=False))]
+    cells = [header, ["---"] + ["---:"] * len(frame.columns), *rows]
+    return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells)

@@ -21,20 +21,83 @@ import time
 import keras
 import numpy as np
 
-from helpers import config, engine, models
+from helpers import checkpoints, config, engine, models
 from helpers.results import HISTORY_KEYS, RunRecord
 
 
-def compile_model(model: keras.Model, learning_rate, beta_1: float = 0.9, beta_2: float = 0.999) -> keras.Model:
+def compile_model(model: keras.Model, learning_rate, beta_1=0.9, beta_2: float = 0.999) -> keras.Model:
     """Compile with Nadam, sparse categorical cross-entropy and accuracy.
 
     Args:
         learning_rate: a float or a ``LearningRateSchedule`` (LR finder, 1cycle).
             Keras 3 spells it ``learning_rate``; ``Nadam(lr=...)`` is an error.
+        beta_1: Nadam's momentum: a float, or a schedule with a ``momentum(step)`` method
+            (``helpers.schedules.OneCycle``), then read from the iteration counter at every step.
     Used in: notebooks 02-06.
     """
-    optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
+    check_learning_rate(learning_rate)
+    if hasattr(beta_1, "momentum"):
+        from helpers.schedules import ScheduledNadam
+
+        optimizer = ScheduledNadam(learning_rate=learning_rate, momentum_schedule=beta_1, beta_2=beta_2)
+    else:
+        optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
     return engine.compile_with_speedups(model, optimizer, keras.losses.SparseCategoricalCrossentropy())
+
+
+def check_learning_rate(learning_rate):
+    """A float rate must be a positive, finite number (a schedule is checked by its own class)."""
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        return
+    try:
+        rate = float(learning_rate)
+    except (TypeError, ValueError):
+        raise TypeError(f"learning_rate must be a number or a keras LearningRateSchedule, got {learning_rate!r}") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"learning_rate must be a positive, finite number, got {learning_rate!r}; "
+                         "typical rates for this network are 1e-5 to 1e-2 (run the LR finder)")
+
+
+def check_data(model: keras.Model, data, batch_size: int | None = None):
+    """Refuse data a model cannot train on, with a message that says what to do.
+
+    Checks each of the train, validation and test sets: no empty set; images of the model's
+    input shape, floats (not raw uint8 pixels), finite; as many labels as images and, for a
+    classifier (more than one output), labels of shape (N,) that are class ids within the
+    model's classes. And a batch no larger than the training set. Cheap next to an epoch.
+    """
+    expected = tuple(model.input_shape[1:])
+    n_classes = model.output_shape[-1]
+    for name in ("train", "valid", "test"):
+        x, y = np.asarray(getattr(data, f"x_{name}")), np.asarray(getattr(data, f"y_{name}"))
+        if len(x) == 0:
+            raise ValueError(f"the {name} set is empty: nothing to train or evaluate on")
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"{name} images have shape {x.shape[1:]} each, the model expects {expected}; "
+                             "load them with helpers.data.load_cifar10() (N, 32, 32, 3), or build the model "
+                             "with input_shape=...")
+        if x.dtype.kind != "f":
+            raise ValueError(f"{name} images are {x.dtype}, not floats: scale or standardize them first "
+                             "(helpers.data.scale(data) or helpers.data.standardize(data))")
+        if not np.isfinite(x).all():
+            bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+            raise ValueError(f"{name} images contain NaN or infinite pixels ({bad} images): "
+                             "fix or drop them before training")
+        if len(y) != len(x):
+            raise ValueError(f"{len(x)} {name} images but {len(y)} labels: they must match one to one")
+        if n_classes == 1:  # one output: a regression probe, not a classifier; no class ids to check
+            continue
+        if y.ndim == 2 and y.shape[1] == n_classes:
+            raise ValueError(f"{name} labels look one-hot, shape {y.shape}: the loss takes class ids of "
+                             "shape (N,), e.g. y.argmax(axis=1)")
+        if y.ndim != 1:
+            raise ValueError(f"{name} labels must have shape (N,), got {y.shape}; flatten them (y.ravel())")
+        if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= n_classes:
+            raise ValueError(f"{name} labels must be integer class ids 0..{n_classes - 1}, got dtype {y.dtype} "
+                             f"with values from {y.min()} to {y.max()}")
+    if batch_size is not None and batch_size > len(data.y_train):
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(data.y_train)} images); "
+                         "use a smaller batch")
 
 
 def evaluate(model: keras.Model, x, y, batch_size: int = engine.EVAL_BATCH_SIZE):
@@ -78,7 +141,8 @@ def versions() -> dict:
 def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = None,
           patience: int | None = None, batch_size: int | None = None, seed: int = config.SEED,
           verbose: int = 1, tensorboard_dir=None, extra_config: dict | None = None,
-          evaluate_test: bool = True, shuffle: bool = True, settings=None) -> RunRecord:
+          evaluate_test: bool = True, shuffle: bool = True, random_flip: bool = False, resume: bool = True,
+          settings=None) -> RunRecord:
     """Train a compiled model with early stopping on validation loss; restore the best weights.
 
     Args:
@@ -92,6 +156,12 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
             only compare settings, such as learning-rate candidates.
         shuffle: False keeps the training order, as ``fit(..., shuffle=False)`` does (to
             compare the two step for step); True reshuffles every epoch from ``(seed, epoch)``.
+        random_flip: mirror each training image left-right with probability 1/2, drawn anew
+            every epoch from ``(seed, epoch)`` (under JAX inside the compiled step, so at no
+            cost). Validation and test images are never flipped.
+        resume: keep a checkpoint after every epoch (``helpers.checkpoints``), and continue
+            from it when the same run is started again after being killed; False trains
+            from epoch 1 and writes nothing.
     Returns:
         A ``RunRecord`` (not yet saved: ``helpers.results.save_run``). Each epoch's time
         covers training and validation; the first epoch (compilation) is kept apart.
@@ -99,24 +169,43 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     """
     settings = settings or config.SETTINGS
     max_epochs, patience, batch_size = resolve_lengths(settings, max_epochs, patience, batch_size)
+    check_data(model, data, batch_size)
     stepper = engine.stepper_for(model)
     x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
     x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)
     writer = _tensorboard_writer(tensorboard_dir, variant)
     progress = EarlyStopping(patience)
-    for epoch in range(1, max_epochs + 1):
+    checkpoint = None
+    if resume:
+        checkpoint = checkpoints.Checkpoint.for_run(
+            model, data, variant=variant, seed=seed, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+            shuffle=shuffle, random_flip=random_flip, mode=settings.mode)
+        done = checkpoint.restore(model, progress) if checkpoint.exists() else 0
+        if done and verbose:
+            print(f"resumed from a checkpoint after epoch {done} ({checkpoint.path.name})", flush=True)
+    for epoch in range(progress.epoch + 1, max_epochs + 1):
+        if progress.stopped:
+            break
         start = time.perf_counter()
-        loss, acc = engine.train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch) if shuffle else None)
+        flips = np.random.default_rng((seed, epoch, 1)).random(len(data.y_train)) < 0.5 if random_flip else None
+        loss, acc = engine.train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch) if shuffle else None, flips)
         val_loss, val_acc = stepper.evaluate(x_valid, y_valid, engine.EVAL_BATCH_SIZE)
         improved = progress.update(loss, acc, val_loss, val_acc, time.perf_counter() - start, model.get_weights)
+        if checkpoint is not None:  # before the line: an epoch printed is an epoch saved
+            checkpoint.save(model, progress)
         if verbose:
             print(format_epoch(progress, max_epochs, improved), flush=True)
         if writer is not None:
             _tensorboard_write(writer, epoch, loss, acc, val_loss, val_acc)
         if progress.stopped:
             break
-    return finish(model, data, variant, progress, settings, stepper, seed=seed, batch_size=batch_size,
-                  max_epochs=max_epochs, evaluate_test=evaluate_test, verbose=verbose, extra_config=extra_config)
+    if random_flip:
+        extra_config = {**(extra_config or {}), "augmentation": "random horizontal flip"}
+    record = finish(model, data, variant, progress, settings, stepper, seed=seed, batch_size=batch_size,
+                    max_epochs=max_epochs, evaluate_test=evaluate_test, verbose=verbose, extra_config=extra_config)
+    if checkpoint is not None:
+        checkpoint.remove()
+    return record
 
 
 def resolve_lengths(settings, max_epochs, patience, batch_size):

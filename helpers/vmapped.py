@@ -40,7 +40,7 @@ def train_side_by_side(build_model, data, runs, *, verbose=1, compile_model=None
     settings = settings or config.SETTINGS
     max_epochs, patience, batch_size = training.resolve_lengths(settings, max_epochs, patience, batch_size)
     compile_fn = compile_model or training.compile_model
-    nets = [compile_fn(build_model(r.seed), r.learning_rate) for r in runs]
+    nets = [compile_fn(build_model(r.seed, **r.options), r.learning_rate) for r in runs]
     for m in nets:
         engine.prepare_fast_path(m)
     signatures = {engine._signature(m) for m in nets}

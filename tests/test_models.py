@@ -65,7 +65,7 @@ def test_describe_reads_the_layers():
     d = describe(build_dnn(n_hidden=4, n_neurons=7, activation="selu", initializer="lecun_normal"))
     assert d == {"n_hidden": 4, "n_neurons": 7, "activation": "selu", "initializer": "LecunNormal",
                  "batch_norm": False, "input_batch_norm": False, "alpha_dropout": 0.0,
-                 "parameters": d["parameters"]}
+                 "alpha_dropout_layers": 0, "parameters": d["parameters"]}
 
 
 def test_initializer_object_gives_each_layer_its_own_draw_reproducibly():
@@ -77,3 +77,16 @@ def test_initializer_object_gives_each_layer_its_own_draw_reproducibly():
              if isinstance(l, keras.layers.Dense)][1:3]
     assert np.array_equal(kernels[0], again[0])  # build_dnn's seed makes it reproducible
     assert abs(kernels[0].std() - 0.01) < 0.003
+
+
+def test_alpha_dropout_before_the_output_or_after_every_hidden_layer():
+    selu = {"activation": "selu", "initializer": "lecun_normal", "n_hidden": 3, "n_neurons": 8}
+    out = build_dnn(**selu, alpha_dropout=0.2)
+    hidden = build_dnn(**selu, alpha_dropout=0.2, alpha_dropout_where="hidden")
+    kinds = [type(l).__name__ for l in hidden.layers]
+    assert kinds == ["Flatten"] + ["Dense", "AlphaDropout"] * 3 + ["Dense"]
+    assert describe(out)["alpha_dropout_layers"] == 1 and describe(hidden)["alpha_dropout_layers"] == 3
+    assert describe(hidden)["alpha_dropout"] == pytest.approx(0.2)
+    assert out.count_params() == hidden.count_params()  # dropout adds no weights
+    with pytest.raises(ValueError, match="'output' or 'hidden'"):
+        build_dnn(**selu, alpha_dropout=0.2, alpha_dropout_where="everywhere")

@@ -156,3 +156,26 @@ def test_summary_line_states_mean_and_range():
     many = ManyRuns(records=(rec("a", 0.50), rec("b", 0.52), rec("c", 0.51)))
     assert summary_line(many) == ("valid_accuracy over 3 runs: mean 0.5100, range 0.5000 to 0.5200 "
                                   "(2.00 points)")
+
+
+def test_runs_can_vary_the_architecture_through_options(capsys):
+    """Run.options reach build_model(seed, **options), the record and ManyRuns.model."""
+    def build(seed, n_neurons=32):
+        return build_dnn(n_hidden=2, n_neurons=n_neurons, input_shape=(20,), seed=seed)
+
+    runs = [Run("narrow", 1, 1e-3, options={"n_neurons": 8}), Run("default", 2, 1e-3)]
+    many = train_many(build, blobs(), runs, n_jobs=1, max_epochs=1, verbose=0)
+    assert many.record("narrow").config["architecture"]["n_neurons"] == 8
+    assert many.record("narrow").config["build_options"] == {"n_neurons": 8}
+    assert "build_options" not in many.record("default").config
+    assert many.model("narrow", build).layers[1].units == 8 and many.model("default", build).layers[1].units == 32
+
+
+@pytest.mark.skipif(not JAX, reason="vmap needs JAX")
+def test_vmap_refuses_runs_of_different_architectures():
+    def build(seed, n_neurons=32):
+        return build_dnn(n_hidden=2, n_neurons=n_neurons, input_shape=(20,), seed=seed)
+
+    with pytest.raises(ValueError, match="one architecture"):
+        train_many(build, blobs(), [Run("a", 1, 1e-3, options={"n_neurons": 8}), Run("b", 2, 1e-3)],
+                   method="vmap", max_epochs=1, verbose=0)

@@ -116,3 +116,13 @@ def test_load_seeds_reads_the_three_records(tmp_path):
     assert [r.variant for r in results.load_seeds("selu", directory=tmp_path)] == ["selu", "selu_seed1", "selu_seed2"]
     with pytest.raises(FileNotFoundError, match="bn"):
         results.load_seeds("bn", directory=tmp_path)
+
+
+def test_markdown_table_has_the_index_as_first_column_and_escapes_pipes():
+    import pandas as pd
+
+    from helpers.results import markdown_table
+
+    frame = pd.DataFrame({"acc": ["0.5", "0.6"], "note": ["a|b", "c"]}, index=pd.Index(["x", "y"], name="model"))
+    assert markdown_table(frame).splitlines() == ["| model | acc | note |", "| --- | ---: | ---: |",
+                                                  "| x | 0.5 | a\\|b |", "| y | 0.6 | c |"]

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import keras
@@ -43,7 +44,8 @@ def test_best_weights_are_restored():
 
 
 def test_early_stopping_after_patience_epochs_without_improvement():
-    record = training.train(small_model(lr=0.0), blobs(), "frozen", max_epochs=20, patience=2, verbose=0)
+    # a rate so small that float32 weights do not move (a rate of 0 is refused)
+    record = training.train(small_model(lr=1e-30), blobs(), "frozen", max_epochs=20, patience=2, verbose=0)
     assert record.stopped == "early_stopping" and record.best_epoch == 1 and record.epochs == 3
 
 
@@ -156,3 +158,58 @@ def test_schedule_takes_effect_at_every_step_of_a_training_epoch():
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 64
     if keras.backend.backend() == "tensorflow":
         assert model.steps_per_execution == engine.TF_SPEEDUPS["steps_per_execution"] > 1
+
+
+def test_flips_inside_the_compiled_step_equal_flipping_the_images_first():
+    """The fast path mirrors images inside the step; the result equals training on pre-flipped images."""
+    from helpers.data import flip_images
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("the in-step flip is the JAX path's; TensorFlow flips on the host (the other side of this test)")
+    x = np.random.default_rng(0).random((64, 4, 5, 3)).astype(np.float32)
+    y = np.arange(64) % 10
+    flips = np.random.default_rng(1).random(64) < 0.5
+    full, rest = engine.batch_indices(64, 16, np.random.default_rng(2))
+    out = []
+    for images, f in ((x, flips), (flip_images(x, flips), None)):
+        model = training.compile_model(build_dnn(n_hidden=2, n_neurons=8, input_shape=(4, 5, 3), seed=0), 1e-2)
+        stepper = engine.stepper_for(model)
+        xs, ys = stepper.device_arrays(images, y)
+        losses, _, _ = stepper.train_steps(xs, ys, full, rest, f)
+        out.append((losses, model.get_weights()))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-6)
+    for a, b in zip(out[0][1], out[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_random_flip_changes_the_training_and_is_recorded():
+    from tests.synthetic import blobs
+
+    d = blobs(n_train=64, n_valid=16, n_test=16, n_features=12)
+    d = dataclasses.replace(d, x_train=d.x_train.reshape(64, 2, 2, 3), x_valid=d.x_valid.reshape(16, 2, 2, 3),
+                            x_test=d.x_test.reshape(16, 2, 2, 3))
+    records = {}
+    for flip in (False, True):
+        model = training.compile_model(build_dnn(n_hidden=2, n_neurons=8, input_shape=(2, 2, 3), seed=0), 1e-2)
+        records[flip] = training.train(model, d, "flip", max_epochs=2, patience=2, verbose=0, random_flip=flip,
+                                       resume=False)
+    assert records[True].config["augmentation"] == "random horizontal flip"
+    assert "augmentation" not in records[False].config
+    assert records[True].history["loss"] != records[False].history["loss"]
+
+
+def test_the_same_seed_gives_the_same_history_twice():
+    """Reproducibility, on the backend under test (tests/test_other_backend.py runs the other).
+
+    One seed, given once: build_dnn(seed=...) seeds Python, NumPy and the backend, and train()
+    draws its batch order from (seed, epoch). On a CPU both backends then repeat a run exactly.
+    """
+    from tests.synthetic import blobs
+
+    histories = []
+    for _ in range(2):
+        model = training.compile_model(build_dnn(n_hidden=3, n_neurons=16, input_shape=(20,), seed=7), 3e-3)
+        record = training.train(model, blobs(n_train=320), "again", max_epochs=3, patience=3, seed=7, verbose=0,
+                                resume=False)
+        histories.append({k: record.history[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+    assert histories[0] == histories[1]
