@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,10 +188,15 @@ def _in_processes(build_model, data, runs, workers, verbose, compile_model, sett
                                         relay.sender(), run.variant.ljust(width), (tmp, cores()))
                     for run in runs)
             try:
-                outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(jobs)
-                _precompile(build_model, data, runs[0], compile_model, settings, train_kwargs)
-                for variant, record, error in outputs:
-                    results[variant] = record if error is None else error
+                with warnings.catch_warnings():
+                    # loky replaces workers that its idle timeout stopped between two calls, and says so;
+                    # nothing is lost (a worker that dies during a job is reported below, per network)
+                    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                                            category=UserWarning)
+                    outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(jobs)
+                    _precompile(build_model, data, runs[0], compile_model, settings, train_kwargs)
+                    for variant, record, error in outputs:
+                        results[variant] = record if error is None else error
             except TerminatedWorkerError as e:  # a worker died (killed, out of memory): keep the others
                 for run in runs:
                     results.setdefault(run.variant, f"worker process died before finishing: {e}")

@@ -24,3 +24,11 @@ def test_no_file_refers_to_a_path_outside_the_repository():
             if needle in text:
                 offenders.append(f"{name}: {needle}")
     assert not offenders, "files that point outside the repository:\n" + "\n".join(offenders)
+
+
+def test_readme_shows_the_series_table_that_notebook_06_wrote():
+    """The README's summary table is results/series_summary.md, not a copy that drifted."""
+    summary = (PROJECT_ROOT / "results" / "series_summary.md").read_text().strip()
+    table, caption = summary.split("\n\n", 1)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert table in readme and caption.strip() in readme
