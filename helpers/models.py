@@ -106,6 +106,7 @@ def describe(model: keras.Model) -> dict:
                           if not _is_input_bn(model, l)),
         "input_batch_norm": any(_is_input_bn(model, l) for l in model.layers),
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
-        "alpha_dropout_layers": len(dropout),
+        # how many AlphaDropout layers (1: before the output; one per hidden layer), only when there are any
+        **({"alpha_dropout_layers": len(dropout)} if dropout else {}),
         "parameters": int(model.count_params()),
     }

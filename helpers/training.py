@@ -170,6 +170,9 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     settings = settings or config.SETTINGS
     max_epochs, patience, batch_size = resolve_lengths(settings, max_epochs, patience, batch_size)
     check_data(model, data, batch_size)
+    if random_flip and np.ndim(data.x_train) != 4:
+        raise ValueError(f"random_flip mirrors images of shape (N, height, width, channels); the training "
+                         f"inputs have shape {np.shape(data.x_train)}")
     stepper = engine.stepper_for(model)
     x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
     x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)

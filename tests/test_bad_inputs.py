@@ -60,6 +60,11 @@ def test_a_batch_larger_than_the_data_is_refused():
         train(D, batch_size=65)
 
 
+def test_random_flip_of_inputs_that_are_not_images_is_refused():
+    with pytest.raises(ValueError, match=r"random_flip mirrors images of shape \(N, height, width, channels\)"):
+        train(D, random_flip=True)
+
+
 @pytest.mark.parametrize("rate", [0.0, -1e-3, float("nan"), float("inf")])
 def test_a_learning_rate_that_is_not_positive_and_finite_is_refused(rate):
     with pytest.raises(ValueError, match="positive, finite"):

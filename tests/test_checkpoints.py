@@ -14,6 +14,7 @@ import pytest
 from helpers import checkpoints, config, training
 from helpers.models import build_dnn
 from tests.synthetic import blobs
+from tests.backends import once
 
 SCRIPT = textwrap.dedent('''
     import sys, time
@@ -81,6 +82,7 @@ def small_model(seed=0):
     return training.compile_model(build_dnn(n_hidden=2, n_neurons=8, input_shape=(20,), seed=seed), 1e-3)
 
 
+@once
 def test_a_checkpoint_of_another_run_or_a_corrupt_one_is_ignored(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
     data = blobs(n_train=64, n_valid=16, n_test=16)
@@ -97,6 +99,7 @@ def test_a_checkpoint_of_another_run_or_a_corrupt_one_is_ignored(tmp_path, monke
     assert progress.epoch == 0
 
 
+@once
 def test_a_completed_run_leaves_no_checkpoint_and_resume_false_writes_none(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
     data = blobs(n_train=64, n_valid=16, n_test=16)
@@ -110,6 +113,7 @@ def test_a_completed_run_leaves_no_checkpoint_and_resume_false_writes_none(tmp_p
     assert saved == [1, 2]
 
 
+@once
 def test_an_unwritable_cache_warns_and_trains_on(tmp_path, monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")

@@ -7,6 +7,7 @@ from helpers.data import Dataset
 from helpers.lr_finder import ExponentialSweep, compare_learning_rates, find_learning_rate, smooth
 from helpers.models import build_dnn
 from tests.synthetic import blobs
+from tests.backends import once
 
 
 def probe_model(optimizer):
@@ -98,6 +99,7 @@ def test_smoothing_is_bias_corrected_and_lags():
     np.testing.assert_allclose(smooth([1.0, 0.0, 0.0], beta=0.5), [1.0, 0.25 / 0.75, 0.125 / 0.875])
 
 
+@once
 def test_compare_learning_rates_picks_lowest_validation_loss():
     build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
     cmp = compare_learning_rates(build, blobs(), [1e-6, 1e-2], epochs=2, fraction=1.0, max_extra=0)
@@ -109,6 +111,7 @@ def test_compare_learning_rates_picks_lowest_validation_loss():
     assert cmp.seconds >= sum(sum(r.history["epoch_seconds"]) for r in cmp.records)
 
 
+@once
 def test_compare_learning_rates_on_a_balanced_share_of_the_training_set():
     build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
     cmp = compare_learning_rates(build, blobs(n_train=1000), [1e-3, 3e-3], epochs=1, fraction=0.5, max_extra=0)
@@ -124,6 +127,7 @@ def test_compare_learning_rates_refuses_a_bracket_that_is_not_one(rates):
         compare_learning_rates(build, blobs(), rates, epochs=1)
 
 
+@once
 def test_a_winner_at_the_edge_extends_the_bracket_in_its_direction():
     """Rates far too low for blobs: the top one wins, so the check goes on upwards (ratio 10)."""
     build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731

@@ -9,6 +9,7 @@ from helpers import training
 from helpers.models import build_dnn
 from helpers.parallel import ManyRuns, Run, summary_line, train_many
 from tests.synthetic import blobs
+from tests.backends import once
 
 JAX = keras.backend.backend() == "jax"
 
@@ -47,6 +48,7 @@ def test_processes_give_each_network_the_history_it_gets_alone(batch_norm, capsy
         assert f"[{name}] {name}: best epoch" in out
 
 
+@once
 def test_a_failing_network_is_reported_and_the_others_are_kept(capsys):
     def build(seed):
         if seed == 13:
@@ -63,6 +65,7 @@ def test_a_failing_network_is_reported_and_the_others_are_kept(capsys):
         many.record("broken")
 
 
+@once
 def test_a_killed_worker_is_a_failure_not_a_crash_of_the_call():
     parent = os.getpid()
 
@@ -76,6 +79,7 @@ def test_a_killed_worker_is_a_failure_not_a_crash_of_the_call():
     assert "killed" not in [r.variant for r in many.records] and "died" in many.failures["killed"]
 
 
+@once
 def test_one_worker_trains_here_one_run_after_another(capsys):
     data = blobs()
     many = train_many(small, data, [Run("x", 1, 1e-3), Run("y", 2, 1e-3)], method="processes", n_jobs=1,
@@ -158,6 +162,7 @@ def test_summary_line_states_mean_and_range():
                                   "(2.00 points)")
 
 
+@once
 def test_runs_can_vary_the_architecture_through_options(capsys):
     """Run.options reach build_model(seed, **options), the record and ManyRuns.model."""
     def build(seed, n_neurons=32):
