@@ -1,6 +1,9 @@
 import pytest
 
 from helpers import config
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def test_mode_defaults_to_full_and_reads_quick():

@@ -7,6 +7,9 @@ import pytest
 from helpers import config, data
 from helpers.data import DataError
 from tests.synthetic import write_npz
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 @pytest.fixture

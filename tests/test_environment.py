@@ -2,6 +2,9 @@
 import re
 
 from helpers.config import PROJECT_ROOT
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def _normalize(req):

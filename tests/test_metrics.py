@@ -2,6 +2,9 @@ import numpy as np
 import pytest
 
 from helpers.metrics import accuracy
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def test_perfect_predictions_score_one_where_the_broadcast_bug_scores_a_tenth():

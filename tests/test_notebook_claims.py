@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 from tests.notebook_claims import unbacked_claims
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(REPO.glob("notebooks/[0-9][0-9]_*.ipynb"))

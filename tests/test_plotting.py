@@ -8,6 +8,9 @@ import pytest  # noqa: E402
 
 from helpers import plotting  # noqa: E402
 from tests.test_results import make_record  # noqa: E402
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def test_learning_curves_overlay_runs_with_labels(tmp_path):

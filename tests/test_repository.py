@@ -2,6 +2,9 @@
 import subprocess
 
 from helpers.config import PROJECT_ROOT
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 # CI alone builds its data from a folder beside the clone; README's CI paragraph may say so.
 ALLOWED = {".ci/run"}

@@ -5,6 +5,9 @@ import pytest
 
 from helpers import results
 from helpers.results import RunRecord
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def make_record(variant="baseline", mode="full", epochs=3, **kw):

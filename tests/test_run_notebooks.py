@@ -2,6 +2,9 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
 from helpers import run_notebooks
+from tests.backends import once  # noqa: E402
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def test_series_is_found_in_order_and_selectable():
