@@ -75,10 +75,6 @@ def predictive_entropy(probabilities) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=-1)
 
 
-def dropout_layers(model: keras.Model) -> list:
-    return [layer for layer in model.layers if isinstance(layer, DROPOUT_LAYERS)]
-
-
 def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 2000,
             seed: int = config.SEED) -> MCPredictions:
     """``n_samples`` stochastic passes of ``model`` over ``x``, dropout layers only in training mode.
@@ -104,10 +100,9 @@ def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 20
     start = time.perf_counter()
     head, tail = model.layers[:first], model.layers[first:]
     h = _run(head, x, batch_size)  # the same at every pass: computed once
-    if keras.backend.backend() == "jax":
-        samples = _passes_jax(tail, h, n_samples, batch_size, seed)
-    else:
-        samples = _passes_eager(tail, h, n_samples, batch_size, seed)
+    n_drop = sum(isinstance(layer, DROPOUT_LAYERS) for layer in tail)  # mask seeds each pass needs
+    passes = _passes_jax if keras.backend.backend() == "jax" else _passes_eager
+    samples = passes(tail, h, n_samples, batch_size, seed, n_drop)
     return MCPredictions(samples=samples, seconds=time.perf_counter() - start)
 
 
@@ -140,8 +135,7 @@ def _tail_pass(tail, z, seeds):
     return z
 
 
-def _passes_eager(tail, h, n_samples, batch_size, seed):
-    n_drop = sum(isinstance(layer, DROPOUT_LAYERS) for layer in tail)
+def _passes_eager(tail, h, n_samples, batch_size, seed, n_drop):
     parts = []
     for b, i in enumerate(range(0, len(h), batch_size)):
         z0 = keras.ops.convert_to_tensor(h[i:i + batch_size])
@@ -153,11 +147,9 @@ def _passes_eager(tail, h, n_samples, batch_size, seed):
     return np.concatenate(parts, axis=1)
 
 
-def _passes_jax(tail, h, n_samples, batch_size, seed):
+def _passes_jax(tail, h, n_samples, batch_size, seed, n_drop):
     import jax
     import jax.numpy as jnp
-
-    n_drop = sum(isinstance(layer, DROPOUT_LAYERS) for layer in tail)
 
     @jax.jit
     def all_passes(keys, hb):
