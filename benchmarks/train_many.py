@@ -58,6 +58,7 @@ def measure(k, how, epochs, batch_norm, method, cifar):
     if many.failures:
         raise SystemExit(f"failures: {many.failures}")
     return {"k": k, "how": how, "seconds": seconds, "method": many.method, "workers": many.workers,
+            "shared_cores": many.shared_cores,
             "data": data.source, "samples": len(data.y_train)}
 
 
@@ -99,7 +100,7 @@ def main(argv=None):
         if k == 1:
             one = sequential["seconds"]
         row = {"k": k, "one_after_another_s": sequential["seconds"], "at_once_s": together["seconds"],
-               "workers": together["workers"], "data": together["data"]}
+               "workers": together["workers"], "shared_cores": together["shared_cores"], "data": together["data"]}
         if one:
             row |= {"one_after_another_x_one": row["one_after_another_s"] / one,
                     "at_once_x_one": row["at_once_s"] / one,
@@ -108,7 +109,7 @@ def main(argv=None):
         ratios = (f"; {row['one_after_another_x_one']:.2f}x and {row['at_once_x_one']:.2f}x one training, "
                   f"{row['speedup']:.2f}x faster at once" if one else "")
         print(f"K={k}: one after another {row['one_after_another_s']:6.1f} s, at once {row['at_once_s']:6.1f} s "
-              f"({row['workers']} workers){ratios}", flush=True)
+              f"({row['workers']} workers{', sharing the cores' if row['shared_cores'] else ''}){ratios}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.system()} {platform.machine()}",

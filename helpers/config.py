@@ -11,6 +11,9 @@ Environment variables (all optional):
 - ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
   ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
 - ``CIFAR10_RESULTS``: the results folder, default ``results/`` in the repository.
+- ``CIFAR10_WORKERS``: the most cores ``parallel.train_many`` spreads trainings over
+  (default: every core this process may use; ``1`` trains one after another, in the
+  notebook's own process: the tests use it, where other tests hold the cores).
 """
 from __future__ import annotations
 
@@ -68,6 +71,16 @@ def settings_for(mode: str) -> Settings:
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
     return FULL if mode == "full" else QUICK
+
+
+def max_workers(environ=os.environ) -> int | None:
+    """``CIFAR10_WORKERS`` as a positive int, or None when unset; anything else is an error."""
+    value = environ.get("CIFAR10_WORKERS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CIFAR10_WORKERS={value!r} must be a whole number of cores, 1 or more")
+    return int(value)
 
 
 def cache_dir(environ=os.environ) -> Path:

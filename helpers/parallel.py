@@ -7,7 +7,10 @@ a grid of learning rates. Two ways to train them together, both returning ordina
 - ``"processes"`` (a CPU): one worker process per network, as many at a time as there are
   cores, each pinned to its own core. At batch 32 a second core buys nothing inside one
   training (the matrices are too small), so K trainings on K cores cost about what one
-  costs (``benchmarks/train_many.py``). Each worker runs exactly ``training.train``, so a
+  costs (``benchmarks/train_many.py``). When the networks would leave cores idle in a
+  last round (3 on 2 cores: two, then one alone), every network gets its own worker at
+  once, up to twice the cores, and the workers share all the cores unpinned: 3 on 2
+  cores then cost about 1.5 trainings' time instead of 2. Each worker runs exactly ``training.train``, so a
   record equals the one training alone gives. The pool is joblib's ``loky`` backend,
   which shares the large arrays with the workers through memory maps; joblib's Dask or
   Ray backends spread the same call over a cluster.
@@ -66,6 +69,7 @@ class ManyRuns:
     seconds: float = 0.0  # wall time of the whole call
     method: str = "processes"
     workers: int = 1
+    shared_cores: bool = False  # the workers ran unpinned, sharing every core (plan_workers)
     weights: dict = field(default_factory=dict, repr=False)  # variant -> best weights (model.get_weights() order)
     runs: tuple = ()  # the Runs asked for, learning rates filled in
 
@@ -108,6 +112,22 @@ def cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def plan_workers(k: int, n_cores: int, n_jobs: int | None = None) -> tuple[int, bool]:
+    """How many worker processes train ``k`` networks on ``n_cores``, and whether they share the cores.
+
+    One pinned worker per core, in rounds, unless the last round would leave cores idle
+    and one worker per network fits in twice the cores: then all ``k`` at once, unpinned,
+    sharing every core (3 networks on 2 cores: 1.5 rounds of work instead of 2). An
+    explicit ``n_jobs`` is taken as it is, pinned while it does not exceed the cores.
+    """
+    if n_jobs is not None:
+        workers = min(k, n_jobs)
+        return workers, workers > n_cores
+    if k <= n_cores or k % n_cores == 0 or k > 2 * n_cores:
+        return min(k, n_cores), False
+    return k, True
+
+
 def train_many(build_model, data, runs, *, learning_rate=None, method: str | None = None,
                n_jobs: int | None = None, verbose: int = 1, compile_model=None, settings=None,
                **train_kwargs) -> ManyRuns:
@@ -121,7 +141,9 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
             be unique.
         learning_rate: the rate of runs that do not set their own.
         method: ``"processes"`` or ``"vmap"``; default ``default_method()``.
-        n_jobs: worker processes at a time (``"processes"``); default: one per core.
+        n_jobs: worker processes at a time (``"processes"``); default ``plan_workers``: one
+            per core, pinned, or one per network sharing the cores (see the module's doc),
+            on at most ``CIFAR10_WORKERS`` cores when that is set (``helpers.config``).
         verbose: 1 prints one line per finished epoch per network, prefixed with its
             name, and a final line each; 0 prints only failures.
         compile_model: ``compile_model(model, learning_rate)``; default
@@ -152,20 +174,20 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
         records, failures, weights = vmapped.train_side_by_side(build_model, data, runs, verbose=verbose,
                                                                 compile_model=compile_model, settings=settings,
                                                                 **train_kwargs)
-        workers = 1
+        workers, share = 1, False
     else:
         if n_jobs is not None and n_jobs < 1:
             raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
-        workers = min(len(runs), n_jobs or len(cores()))
-        records, failures, weights = _in_processes(build_model, data, runs, workers, verbose, compile_model,
-                                                   settings, train_kwargs)
+        workers, share = plan_workers(len(runs), min(len(cores()), config.max_workers() or len(cores())), n_jobs)
+        records, failures, weights = _in_processes(build_model, data, runs, workers, share, verbose,
+                                                   compile_model, settings, train_kwargs)
     for variant, message in failures.items():
         print(f"[{variant}] FAILED: {message.strip().splitlines()[-1]}", flush=True)
     return ManyRuns(records=tuple(records), failures=failures, seconds=time.perf_counter() - start,
-                    method=method, workers=workers, weights=weights, runs=tuple(runs))
+                    method=method, workers=workers, shared_cores=share, weights=weights, runs=tuple(runs))
 
 
-def _in_processes(build_model, data, runs, workers, verbose, compile_model, settings, train_kwargs):
+def _in_processes(build_model, data, runs, workers, share, verbose, compile_model, settings, train_kwargs):
     from joblib import Parallel, delayed
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
@@ -185,7 +207,7 @@ def _in_processes(build_model, data, runs, workers, verbose, compile_model, sett
         functions = cloudpickle.dumps((build_model, compile_model))
         with tempfile.TemporaryDirectory(prefix="train_many_") as tmp, _LineRelay(verbose, tmp) as relay:
             jobs = (delayed(_train_one)(functions, data, run, None, settings, train_kwargs,
-                                        relay.sender(), run.variant.ljust(width), (tmp, cores()))
+                                        relay.sender(), run.variant.ljust(width), (tmp, cores(), share))
                     for run in runs)
             try:
                 with warnings.catch_warnings():
@@ -243,8 +265,9 @@ def _printer():
 def _train_one(build_model, data, run, compile_model, settings, train_kwargs, put, label, pin=None):
     """Train one network with ``training.train``; its lines go to ``put``, prefixed with ``label``.
 
-    ``pin=(lock_dir, cores)``: in a worker process, first claim a free core and pin to it,
-    and load compiled steps from the disk cache the parent fills (``_precompile``).
+    ``pin=(lock_dir, cores, share)``: in a worker process, first claim a free core and pin
+    to it (or, sharing, run on all ``cores``), and load compiled steps from the disk cache
+    the parent fills (``_precompile``).
     ``build_model`` may come as cloudpickled bytes of ``(build_model, compile_model)``.
     """
     if pin is not None:
@@ -282,12 +305,19 @@ def _train_one(build_model, data, run, compile_model, settings, train_kwargs, pu
 _CORE_LOCK = None  # the open file whose lock holds this worker's core for its lifetime
 
 
-def _pin_to_a_free_core(lock_dir, allowed):
+def _pin_to_a_free_core(lock_dir, allowed, share=False):
     """Claim one core (a file lock per core, released when the process ends) and pin every thread to it.
 
-    A reused worker keeps the core it claimed; two live workers never share one.
+    A reused worker keeps the core it claimed; two live workers never share one. With
+    ``share``, release any core claimed in an earlier call and run on all ``allowed``.
     """
     global _CORE_LOCK
+    if share:
+        if _CORE_LOCK is not None:
+            _CORE_LOCK.close()
+            _CORE_LOCK = None
+        _set_affinity(set(allowed))
+        return
     if _CORE_LOCK is not None and Path(_CORE_LOCK.name).parent == Path(lock_dir):
         return
     for core in allowed:
@@ -298,12 +328,17 @@ def _pin_to_a_free_core(lock_dir, allowed):
             f.close()
             continue
         _CORE_LOCK = f
-        try:  # every thread the worker already has (XLA's pool too), then new ones inherit it
-            for tid in os.listdir("/proc/self/task"):
-                os.sched_setaffinity(int(tid), {core})
-        except (AttributeError, OSError):
-            pass  # not Linux: run unpinned
+        _set_affinity({core})
         return
+
+
+def _set_affinity(cores_):
+    """Every thread the worker already has (XLA's pool too), then new ones inherit it."""
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), cores_)
+    except (AttributeError, OSError):
+        pass  # not Linux: run unpinned
 
 
 class _LineWriter(io.TextIOBase):

@@ -31,3 +31,11 @@ def test_cache_dir_follows_environment(tmp_path):
 def test_tests_run_in_quick_mode():
     # conftest.py sets this before helpers is imported: notebooks under pytest are quick
     assert config.MODE == "quick"
+
+
+def test_workers_cap_reads_a_whole_number_or_nothing():
+    assert config.max_workers({}) is None and config.max_workers({"CIFAR10_WORKERS": " "}) is None
+    assert config.max_workers({"CIFAR10_WORKERS": "3"}) == 3
+    for wrong in ("0", "-1", "two", "1.5"):
+        with pytest.raises(ValueError, match="CIFAR10_WORKERS"):
+            config.max_workers({"CIFAR10_WORKERS": wrong})

@@ -1,15 +1,20 @@
 """Run the unit tests again under the other Keras backend, so one `pytest` covers both.
 
 The backend is fixed when Keras is imported, so the second backend needs its own process.
-That process starts as soon as pytest has collected this test (conftest.py), and runs
-beside the first backend's unit tests, which mostly keep one core busy; this test then
-waits for it and reports its result.
+That process starts as soon as the tests are collected (conftest.py: by the first xdist
+worker, or by pytest itself without xdist), and runs beside the first backend's tests;
+this test, scheduled last, waits for it and reports its result. The run writes its
+output and exit status into a folder every worker can find (named after the test run).
 """
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
+from pathlib import Path
 
 import keras
 import pytest
@@ -20,29 +25,43 @@ OTHER = {"jax": "tensorflow", "tensorflow": "jax"}.get(keras.backend.backend())
 NESTED = os.environ.get("HELPERS_NESTED_BACKEND_RUN") == "1"
 
 
-def start_other_backend_run():
-    """Start ``pytest tests`` under the other backend in the background: (process, log file), or None."""
+def run_directory(config) -> Path:
+    """The folder of this test run's other-backend run: the same in every xdist worker."""
+    run_id = getattr(config, "workerinput", {}).get("testrunuid")
+    if run_id is None:  # no xdist: one process, one id
+        run_id = getattr(config, "_helpers_run_id", None) or uuid.uuid4().hex
+        config._helpers_run_id = run_id
+    return Path(tempfile.gettempdir()) / f"helpers-other-backend-{run_id}"
+
+
+def start_other_backend_run(directory: Path):
+    """Start ``pytest tests`` under the other backend in the background; its output and status go to ``directory``."""
     if OTHER is None or NESTED or importlib.util.find_spec(OTHER) is None:
         return None
-    log = tempfile.TemporaryFile(mode="w+")
+    directory.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KERAS_BACKEND": OTHER, "HELPERS_NESTED_BACKEND_RUN": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-         f"--ignore={PROJECT_ROOT / 'tests' / 'test_other_backend.py'}"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    return proc, log
+    command = [sys.executable, "-m", "pytest", "tests", "-q", "-n", "0", "-p", "no:randomly", "-p",
+               "no:cacheprovider", f"--ignore={PROJECT_ROOT / 'tests' / 'test_other_backend.py'}"]
+    # the shell writes the exit status once pytest ends, for a test waiting in another process
+    script = '"$@" > "$0/log" 2>&1; echo $? > "$0/status.tmp" && mv "$0/status.tmp" "$0/status"'
+    return subprocess.Popen(["sh", "-c", script, str(directory), *command], cwd=PROJECT_ROOT, env=env,
+                            start_new_session=True)  # its own process group: stopped as one (conftest.py)
 
 
 @pytest.mark.skipif(OTHER is None or NESTED, reason="runs once, from the top-level pytest process")
 def test_unit_tests_pass_under_the_other_backend(request):
     pytest.importorskip(OTHER)
-    started = getattr(request.config, "other_backend_run", None) or start_other_backend_run()
-    proc, log = started
-    proc.wait(timeout=900)
-    log.seek(0)
-    output = log.read()
+    directory = run_directory(request.config)
+    if not directory.exists():  # collected without conftest.py's hook
+        start_other_backend_run(directory)
+    status, deadline = directory / "status", time.monotonic() + 900
+    while not status.exists():
+        assert time.monotonic() < deadline, f"the run under KERAS_BACKEND={OTHER} took over 15 minutes"
+        time.sleep(0.5)
+    output, code = (directory / "log").read_text(), status.read_text().strip()
+    shutil.rmtree(directory, ignore_errors=True)
     tail = output[-5000:]
-    assert proc.returncode == 0, f"under KERAS_BACKEND={OTHER}:\n{tail}"
+    assert code == "0", f"under KERAS_BACKEND={OTHER}:\n{tail}"
     last = output.strip().splitlines()[-1]
     assert " passed" in last, tail
     print(f"KERAS_BACKEND={OTHER}: {last}")

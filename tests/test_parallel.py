@@ -7,7 +7,8 @@ import pytest
 
 from helpers import training
 from helpers.models import build_dnn
-from helpers.parallel import ManyRuns, Run, summary_line, train_many
+from helpers import parallel
+from helpers.parallel import ManyRuns, Run, plan_workers, summary_line, train_many
 from tests.synthetic import blobs
 from tests.backends import once
 
@@ -77,6 +78,41 @@ def test_a_killed_worker_is_a_failure_not_a_crash_of_the_call():
     many = train_many(build, blobs(), [Run("killed", 13, 1e-3), Run("other", 1, 1e-3)], method="processes",
                       n_jobs=2, max_epochs=1, verbose=0)
     assert "killed" not in [r.variant for r in many.records] and "died" in many.failures["killed"]
+
+
+@once
+@pytest.mark.parametrize("k, n_cores, n_jobs, plan", [
+    (1, 2, None, (1, False)), (2, 2, None, (2, False)),
+    (3, 2, None, (3, True)),   # two rounds would leave a core idle in the second: all three share both
+    (4, 2, None, (2, False)),  # two full rounds
+    (5, 2, None, (2, False)),  # one worker per network would be more than twice the cores
+    (3, 8, None, (3, False)), (3, 1, None, (1, False)),
+    (3, 2, 1, (1, False)), (3, 2, 3, (3, True)), (2, 2, 5, (2, False)),
+])
+def test_plan_workers(k, n_cores, n_jobs, plan):
+    assert plan_workers(k, n_cores, n_jobs) == plan
+
+
+@pytest.mark.skipif(not JAX, reason="under TensorFlow fit shuffles with the backend's generator, which "
+                                    "differs between processes")
+def test_workers_sharing_the_cores_give_the_records_of_training_alone(monkeypatch):
+    data = blobs(n_train=400)
+    one_core = parallel.cores()[:1]
+    monkeypatch.setattr(parallel, "cores", lambda: one_core)  # two workers on one core: they share it
+    runs = [Run("a", 1, 1e-3), Run("b", 2, 3e-3)]
+    many = train_many(small, data, runs, method="processes", n_jobs=2, max_epochs=2, patience=2, verbose=0)
+    assert many.workers == 2 and many.shared_cores and not many.failures
+    for run, record in zip(runs, many.records):
+        solo = alone(run, data, max_epochs=2, patience=2)
+        assert {k: record.history[k] for k in ("loss", "val_loss")} == {k: solo.history[k] for k in ("loss", "val_loss")}
+
+
+@once
+def test_cifar10_workers_caps_the_workers(monkeypatch):
+    monkeypatch.setenv("CIFAR10_WORKERS", "1")
+    many = train_many(small, blobs(n_train=200), [Run("x", 1, 1e-3), Run("y", 2, 1e-3)], method="processes",
+                      max_epochs=1, verbose=0)
+    assert many.workers == 1 and not many.shared_cores and len(many.records) == 2
 
 
 @once
