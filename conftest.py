@@ -49,9 +49,14 @@ def pytest_collection_modifyitems(session, config, items):
             config.other_backend_run = start_other_backend_run(run_directory(config))
 
 
-def pytest_unconfigure(config):
-    """An interrupted session leaves no background run behind."""
-    started = getattr(config, "other_backend_run", None)
-    if started is not None and started.poll() is None:
-        os.killpg(started.pid, signal.SIGKILL)  # the shell and the pytest it runs
+def pytest_sessionfinish(session, exitstatus):
+    """An interrupted session leaves no background run behind.
 
+    An xdist worker that only ran out of work leaves it running: the test waiting for it
+    may be on another worker.
+    """
+    started = getattr(session.config, "other_backend_run", None)
+    if started is None or started.poll() is not None:
+        return
+    if exitstatus == pytest.ExitCode.INTERRUPTED or not hasattr(session.config, "workerinput"):
+        os.killpg(started.pid, signal.SIGKILL)  # the shell and the pytest it runs
