@@ -4,16 +4,16 @@ The backend is fixed when Keras is imported, so the second backend needs its own
 That process starts as soon as the tests are collected (conftest.py: by the first xdist
 worker, or by pytest itself without xdist), and runs beside the first backend's tests;
 this test, scheduled last, waits for it and reports its result. The run writes its
-output and exit status into a folder every worker can find (named after the test run).
+output and exit status into the test run's folder, which every worker knows (conftest.py).
 """
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import keras
@@ -25,13 +25,14 @@ OTHER = {"jax": "tensorflow", "tensorflow": "jax"}.get(keras.backend.backend())
 NESTED = os.environ.get("HELPERS_NESTED_BACKEND_RUN") == "1"
 
 
-def run_directory(config) -> Path:
-    """The folder of this test run's other-backend run: the same in every xdist worker."""
-    run_id = getattr(config, "workerinput", {}).get("testrunuid")
-    if run_id is None:  # no xdist: one process, one id
-        run_id = getattr(config, "_helpers_run_id", None) or uuid.uuid4().hex
-        config._helpers_run_id = run_id
-    return Path(tempfile.gettempdir()) / f"helpers-other-backend-{run_id}"
+def run_directory() -> Path:
+    """The folder of this test run's other-backend run, the same in every xdist worker.
+
+    Inside the run's folder (conftest.py), or, for a process run without it, a new one.
+    """
+    if "HELPERS_TEST_RUN_FOLDER" not in os.environ:
+        os.environ["HELPERS_TEST_RUN_FOLDER"] = tempfile.mkdtemp(prefix="helpers-tests-")
+    return Path(os.environ["HELPERS_TEST_RUN_FOLDER"]) / "other-backend"
 
 
 def start_other_backend_run(directory: Path):
@@ -44,14 +45,26 @@ def start_other_backend_run(directory: Path):
                "no:cacheprovider", f"--ignore={PROJECT_ROOT / 'tests' / 'test_other_backend.py'}"]
     # the shell writes the exit status once pytest ends, for a test waiting in another process
     script = '"$@" > "$0/log" 2>&1; echo $? > "$0/status.tmp" && mv "$0/status.tmp" "$0/status"'
-    return subprocess.Popen(["sh", "-c", script, str(directory), *command], cwd=PROJECT_ROOT, env=env,
-                            start_new_session=True)  # its own process group: stopped as one (conftest.py)
+    started = subprocess.Popen(["sh", "-c", script, str(directory), *command], cwd=PROJECT_ROOT, env=env,
+                               start_new_session=True)  # its own process group, stopped as one
+    (directory / "process_group").write_text(str(started.pid))
+    return started
+
+
+def stop_unfinished_run(directory: Path) -> None:
+    """Kill the run in ``directory`` (the shell and the pytest it runs) if it has not written its status."""
+    group = directory / "process_group"
+    if group.exists() and not (directory / "status").exists():
+        try:
+            os.killpg(int(group.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
 
 
 @pytest.mark.skipif(OTHER is None or NESTED, reason="runs once, from the top-level pytest process")
-def test_unit_tests_pass_under_the_other_backend(request):
+def test_unit_tests_pass_under_the_other_backend():
     pytest.importorskip(OTHER)
-    directory = run_directory(request.config)
+    directory = run_directory()
     if not directory.exists():  # collected without conftest.py's hook
         start_other_backend_run(directory)
     status, deadline = directory / "status", time.monotonic() + 900
