@@ -178,7 +178,8 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
     else:
         if n_jobs is not None and n_jobs < 1:
             raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
-        workers, share = plan_workers(len(runs), min(len(cores()), config.max_workers() or len(cores())), n_jobs)
+        n_cores = len(cores())
+        workers, share = plan_workers(len(runs), min(n_cores, config.max_workers() or n_cores), n_jobs)
         records, failures, weights = _in_processes(build_model, data, runs, workers, share, verbose,
                                                    compile_model, settings, train_kwargs)
     for variant, message in failures.items():

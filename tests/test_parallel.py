@@ -5,9 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import training
+from helpers import parallel, training
 from helpers.models import build_dnn
-from helpers import parallel
 from helpers.parallel import ManyRuns, Run, plan_workers, summary_line, train_many
 from tests.synthetic import blobs
 from tests.backends import once
