@@ -1,0 +1,72 @@
+"""Build the series as a static HTML book: the README, then notebooks 01-06 with their outputs.
+
+    python -m helpers.book                  # -> build/book/html/index.html
+    python -m helpers.book --out /tmp/book  # -> /tmp/book/html/index.html
+
+Sphinx with myst-nb and sphinx-book-theme (`pip install -e ".[book]"`), configured in
+book/conf.py. It never executes a notebook: the book shows the outputs they were committed
+with. Strict: a Sphinx warning (a missing figure, a broken link or cross-reference, a notebook
+missing from the table of contents in book/conf.py) fails the build, with a non-zero exit.
+No internet needed, to build or to read: the theme, its fonts and MathJax are copied into the
+book. Open build/book/html/index.html, or serve it: `python -m http.server -d build/book/html`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers.config import PROJECT_ROOT
+
+DEFAULT_OUT = PROJECT_ROOT / "build" / "book"
+NEEDED = ("sphinx", "myst_nb", "sphinx_book_theme")  # the `book` extra of pyproject.toml
+
+
+def sphinx_command(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> list[str]:
+    """The sphinx-build command line: source (the repository root) -> out/html.
+
+    -E reads every source again: a warning is never hidden by a previous build's cache.
+    -W --keep-going: every warning is reported, then fails the build; -n: nitpicky.
+    """
+    source, out = Path(source), Path(out)
+    return [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(source / "book"),
+            "-d", str(out / "doctrees"), "-E", "-W", "--keep-going", "-n", "-q",
+            str(source), str(out / "html")]
+
+
+def build(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> subprocess.CompletedProcess:
+    """Build the book; Sphinx's warnings and errors go to stderr (captured)."""
+    return subprocess.run(sphinx_command(source, out), capture_output=True, text=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.book", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="build folder (default: build/book); the book is OUT/html/index.html")
+    parser.add_argument("--source", type=Path, default=PROJECT_ROOT,
+                        help="the repository to build from (default: this one)")
+    args = parser.parse_args(argv)
+
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"the book needs {', '.join(missing)}: pip install -e \".[book]\"", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = build(args.source, args.out)
+    seconds = time.perf_counter() - start
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    index = args.out.resolve() / "html" / "index.html"
+    if result.returncode != 0:
+        print(f"book: FAILED after {seconds:.1f} s (Sphinx exit {result.returncode}; every warning "
+              "is an error: see above)", file=sys.stderr)
+        return result.returncode
+    print(f"book: {index} (built in {seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
