@@ -5,12 +5,14 @@
   runs the unit tests again under the other backend, so one `pytest` covers both.
 - Notebooks always run in quick mode under pytest (nbval): the kernels inherit this
   process's environment.
-- `pytest` runs in one worker process per core (pytest-xdist, `-n auto` in pyproject.toml),
-  a test module at a time, and all the notebooks, in order, as one unit of work: the
-  longest, so it is handed out first (each notebook reads what the ones before it saved).
-- Every process of the run (xdist workers, notebook kernels, train_many's workers, test
-  subprocesses) shares one JAX compilation cache in the run's temporary folder: they compile
-  the same few networks, and the first to compile one saves the others the work.
+- `pytest` runs in worker processes (pytest-xdist, `-n auto --dist loadgroup` in
+  pyproject.toml): the notebooks form one group, run in order on one worker (each reads
+  what the ones before it saved); the other backend's run, a test that mostly waits for
+  its subprocess, gets a worker of its own, one more than there are cores.
+- One temporary folder for the whole run, made by the first process (the others inherit
+  its path) and removed by it at the end: the cache folder of the tests (checkpoints,
+  never the reader's ~/.cache) and one JAX compilation cache that every process shares
+  (they compile the same few networks; the suite in 0.82x the time: benchmarks/README.md).
 """
 import os
 import shutil
@@ -25,54 +27,45 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # the notebooks' train_many calls train one network after another in the kernel: the other
 # cores run tests, and a quick-mode training is too short to pay for a worker's start-up
 os.environ.setdefault("CIFAR10_WORKERS", "1")
-# One temporary folder for the whole run, made by the first process (the others inherit the
-# variable) and removed by it at the end: the other backend's run writes its output there, and
-# every process shares the JAX compilation cache in it, every program cached, not only those
-# that took over a second to compile. Measured: the whole suite in 0.82x the wall time without
-# the cache (benchmarks/README.md, test_suite.py).
+
 _OWN_RUN_FOLDER = None
-if "HELPERS_TEST_RUN_FOLDER" not in os.environ:
+if "HELPERS_TEST_RUN_FOLDER" not in os.environ:  # the first process of the run; the others inherit it
     os.environ["HELPERS_TEST_RUN_FOLDER"] = _OWN_RUN_FOLDER = tempfile.mkdtemp(prefix="helpers-tests-")
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_OWN_RUN_FOLDER, "jax-compilation-cache")
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    from helpers import config, data
 
-OTHER_BACKEND_TEST = "test_other_backend.py::test_unit_tests_pass_under_the_other_backend"
-
-
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unused without it
-def pytest_xdist_make_scheduler(config, log):
-    """xdist's ``loadscope`` (a test module at a time), with every notebook in one unit of work."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class NotebooksInOrder(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            return "notebooks" if nodeid.startswith("notebooks/") else super()._split_scope(nodeid)
-
-    return NotebooksInOrder(config, log)
+    if not os.environ.get("CIFAR10_NPZ") and data.offline_path():  # the data stays where it is
+        os.environ["CIFAR10_NPZ"] = str(data.offline_path())
+    os.environ["CIFAR10_CACHE"] = os.path.join(_OWN_RUN_FOLDER, "cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_OWN_RUN_FOLDER, "jax-compilation-cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # every process sizes the shared cache alike (engine.enable_compilation_cache does the same)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(config.COMPILATION_CACHE_MAX_BYTES))
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker per core, and one for the other backend's run, which waits for its subprocess."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(session, config, items):
-    """Start the other backend's run now, in the background; its test, which only waits, goes last."""
-    waiting = [item for item in items if item.nodeid.endswith(OTHER_BACKEND_TEST)]
-    if waiting:
-        items[:] = [item for item in items if item not in waiting] + waiting  # it only waits: last
-        from tests.test_other_backend import run_directory, start_other_backend_run
+    """The notebooks in one xdist group, in order; the other backend's run first, so that it starts at once."""
+    for item in items:
+        if item.nodeid.startswith("notebooks/"):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+    items.sort(key=lambda item: "test_other_backend.py" not in item.nodeid)  # stable: the rest keep their order
 
-        worker = getattr(config, "workerinput", {}).get("workerid")
-        if worker in (None, "gw0"):  # one process starts it; the test, on any worker, waits for it
-            config.other_backend_run = start_other_backend_run(run_directory())  # kept: its process is running
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, in the controlling process
+def pytest_xdist_node_collection_finished(node, ids):
+    """Guard: xdist's grouping silently stops working on pytest 9.2 (pytest-xdist issue #1386)."""
+    lost = [i for i in ids if i.startswith("notebooks/") and not i.endswith("@notebooks")]
+    if lost and node.config.getoption("dist") == "loadgroup":
+        pytest.exit(f"pytest-xdist did not keep the notebooks in one group ({lost[0]}): their cells would run in "
+                    "different kernels. pytest 9.2 breaks --dist loadgroup (pytest-xdist issue #1386): install "
+                    "'pytest<9.2' (as the test extra asks), or run without workers: pytest -n 0", returncode=4)
 
 
 def pytest_unconfigure(config):
-    """The process that made the run's folder ends last: it stops an unfinished run and removes the folder.
-
-    The other backend's run is unfinished here only when nobody waited for it: the session was
-    interrupted (Ctrl-C) or stopped early (-x).
-    """
-    if _OWN_RUN_FOLDER is None:
-        return
-    from tests.test_other_backend import run_directory, stop_unfinished_run
-
-    stop_unfinished_run(run_directory())
-    shutil.rmtree(_OWN_RUN_FOLDER, ignore_errors=True)
+    if _OWN_RUN_FOLDER is not None:
+        shutil.rmtree(_OWN_RUN_FOLDER, ignore_errors=True)

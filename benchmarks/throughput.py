@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                 # baseline and BN nets, all ways (about 8 min)
     python benchmarks/throughput.py --repeats 1 --samples 4500   # a fast smoke run
+    python benchmarks/throughput.py --ways helpers-jax fit32-jax --rounds 3   # the engine against fit, A B A B
 
 Each way runs in its own process (Keras fixes its backend at import), one after the
 other, never two at once, on the same synthetic CIFAR-shaped data (45,000 samples,
@@ -13,6 +14,8 @@ Ways:
   reference-jax  the same code under KERAS_BACKEND=jax
   helpers-tf     helpers.training's epoch under TensorFlow (Keras' fit, one epoch a call)
   helpers-jax    helpers.training's epoch under JAX (one compiled lax.scan per epoch)
+  fit32-jax      the reference code under JAX with compile(steps_per_execution=32): Keras' own way
+                 of running several steps per compiled call, the cheap alternative to helpers' engine
   floor-jax      the same network and update written directly in JAX, no framework:
                  a lower bound for this batch size on this machine (Adam, not Nadam)
 """
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import time
 
-WAYS = ("reference-tf", "helpers-tf", "reference-jax", "helpers-jax", "floor-jax")
+WAYS = ("reference-tf", "helpers-tf", "reference-jax", "helpers-jax", "fit32-jax", "floor-jax")
 MODELS = ("baseline", "bn")
 
 
@@ -40,7 +43,7 @@ def synthetic(n, seed=0):
     return x, y
 
 
-def reference_epoch_fn(model_name, x, y, batch_size):
+def reference_epoch_fn(model_name, x, y, batch_size, steps_per_execution=1):
     """The published solution's way: Sequential, compile, fit on NumPy arrays."""
     import keras
 
@@ -57,7 +60,7 @@ def reference_epoch_fn(model_name, x, y, batch_size):
             model.add(keras.layers.Dense(100, activation="swish", kernel_initializer="he_normal"))
     model.add(keras.layers.Dense(10, activation="softmax"))
     model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Nadam(learning_rate=5e-5),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
     return lambda: model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
 
 
@@ -68,7 +71,7 @@ def helpers_epoch_fn(model_name, x, y, batch_size):
     stepper = engine.stepper_for(model)
     xs, ys = stepper.device_arrays(x, y)
     epoch = iter(range(10**6))
-    return lambda: engine.train_epoch(stepper, xs, ys, batch_size, next(epoch))
+    return lambda: stepper.train_epoch(xs, ys, batch_size, (0, next(epoch)))
 
 
 def floor_epoch_fn(model_name, x, y, batch_size):
@@ -137,7 +140,8 @@ def floor_epoch_fn(model_name, x, y, batch_size):
 
 def measure_one(way, model_name, samples, batch_size, repeats):
     x, y = synthetic(samples)
-    make = {"reference": reference_epoch_fn, "helpers": helpers_epoch_fn, "floor": floor_epoch_fn}[way.split("-")[0]]
+    make = {"reference": reference_epoch_fn, "helpers": helpers_epoch_fn, "floor": floor_epoch_fn,
+            "fit32": lambda *a: reference_epoch_fn(*a, steps_per_execution=32)}[way.split("-")[0]]
     epoch = make(model_name, x, y, batch_size)
     start = time.perf_counter()
     epoch()
@@ -162,6 +166,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--ways", nargs="+", default=list(WAYS), choices=WAYS)
+    parser.add_argument("--rounds", type=int, default=1, help="run the ways in turn this many times")
     parser.add_argument("--one", nargs=2, metavar=("WAY", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
@@ -173,30 +178,29 @@ def main(argv=None):
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores; {args.samples} samples, "
           f"batch {args.batch_size}, median of {args.repeats} epochs after a warm-up epoch", flush=True)
     rows = []
-    for model_name in args.models:
-        for way in args.ways:
-            env = {**os.environ, "KERAS_BACKEND": way.split("-")[1].replace("tf", "tensorflow"),
-                   "TF_CPP_MIN_LOG_LEVEL": "3"}
-            cmd = [sys.executable, __file__, "--one", way, model_name, "--samples", str(args.samples),
-                   "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(f"  {model_name:8s} {way:14s} {row['median_s']:6.2f} s/epoch  (warm-up {row['warmup_s']:.1f} s; "
-                  f"epochs {', '.join(f'{t:.2f}' for t in row['epoch_s'])})", flush=True)
+    for model_name, _, way in ((m, r, w) for m in args.models for r in range(args.rounds) for w in args.ways):
+        env = {**os.environ, "KERAS_BACKEND": way.split("-")[1].replace("tf", "tensorflow"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        cmd = [sys.executable, __file__, "--one", way, model_name, "--samples", str(args.samples),
+               "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"  {model_name:8s} {way:14s} {row['median_s']:6.2f} s/epoch  (warm-up {row['warmup_s']:.1f} s; "
+              f"epochs {', '.join(f'{t:.2f}' for t in row['epoch_s'])})", flush=True)
     print()
-    print(f"{'model':8s} {'way':14s} {'s/epoch':>8s} {'speed-up vs reference-tf':>26s}")
+    base = "reference-tf" if "reference-tf" in args.ways else args.ways[0]
+    print(f"{'model':8s} {'way':14s} {'s/epoch':>8s} {'speed-up vs ' + base:>26s}")
     for model_name in args.models:
-        ref = next((r["median_s"] for r in rows if r["model"] == model_name and r["way"] == "reference-tf"), None)
-        for r in (r for r in rows if r["model"] == model_name):
-            ratio = f"{ref / r['median_s']:.1f}x" if ref else "n/a"
-            print(f"{model_name:8s} {r['way']:14s} {r['median_s']:8.2f} {ratio:>26s}")
+        medians = {w: statistics.median(r["median_s"] for r in rows if r["model"] == model_name and r["way"] == w)
+                   for w in args.ways}
+        for w, seconds in medians.items():
+            print(f"{model_name:8s} {w:14s} {seconds:8.2f} {medians[base] / seconds:>25.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.system()} {platform.machine()}",
                        "cpu_cores": os.cpu_count(), "python": platform.python_version(),
                        "samples": args.samples, "batch_size": args.batch_size,
-                       "repeats": args.repeats, "rows": rows}, f, indent=1)
+                       "repeats": args.repeats, "rounds": args.rounds, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -11,6 +11,9 @@ Environment variables (all optional):
 - ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
   ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
 - ``CIFAR10_RESULTS``: the results folder, default ``results/`` in the repository.
+- ``CIFAR10_TRAIN_MANY``: ``vmap`` or ``processes``, how ``parallel.train_many`` trains several
+  networks at once, whatever the machine (default: vmap on a JAX GPU, processes elsewhere);
+  ``vmap`` on a CPU runs the GPU's code path, which is how the tests check it.
 - ``CIFAR10_WORKERS``: the most cores ``parallel.train_many`` spreads trainings over
   (default: every core this process may use; ``1`` trains one after another, in the
   notebook's own process: the tests use it, where other tests hold the cores).
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODES = ("full", "quick")
+TRAIN_MANY_METHODS = ("processes", "vmap")
+COMPILATION_CACHE_MAX_BYTES = 1 << 30  # JAX's compiled steps on disk: a few MB each; the oldest go past 1 GiB
 SEED = 42
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +86,14 @@ def max_workers(environ=os.environ) -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"CIFAR10_WORKERS={value!r} must be a whole number of cores, 1 or more")
     return int(value)
+
+
+def train_many_method(environ=os.environ) -> str | None:
+    """``CIFAR10_TRAIN_MANY`` (``vmap`` or ``processes``), or None when unset; a typo is an error."""
+    value = environ.get("CIFAR10_TRAIN_MANY", "").strip().lower()
+    if value and value not in TRAIN_MANY_METHODS:
+        raise ValueError(f"CIFAR10_TRAIN_MANY={value!r} is not one of {TRAIN_MANY_METHODS}")
+    return value or None
 
 
 def cache_dir(environ=os.environ) -> Path:

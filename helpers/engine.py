@@ -41,6 +41,15 @@ def compile_with_speedups(model: keras.Model, optimizer, loss, metrics=("accurac
     return model
 
 
+def epoch_order(n: int, seed) -> np.ndarray:
+    """The order in which one epoch visits ``n`` samples: a permutation drawn from ``seed``.
+
+    ``seed`` is a tuple such as ``(run_seed, epoch)``, so each epoch of each run has its own
+    order, the same on every backend and after a resume; ``None`` keeps the data's order.
+    """
+    return np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+
+
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None):
     """Sample indices of one epoch: (full batches as a 2-D array, the remainder as 1-D).
 
@@ -49,18 +58,26 @@ def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None):
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     order = np.arange(n) if rng is None else rng.permutation(n)
-    n_full = n // batch_size
+    return split_batches(order, batch_size)
+
+
+def split_batches(order: np.ndarray, batch_size: int):
+    """``order`` cut into full batches (a 2-D array) and the remainder (1-D)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n_full = len(order) // batch_size
     return order[: n_full * batch_size].reshape(n_full, batch_size), order[n_full * batch_size:]
 
 
 # signature -> (train_scan, eval_scan), jitted; see JaxStepper. The closures keep the first
 # model of each signature alive (at most 16 small models).
 _COMPILED = {}
+_MAX_COMPILED = 16
 
 EVAL_BATCH_SIZE = 500  # evaluation only: larger batches, fewer steps, same metrics
 
 
-def _signature(model: keras.Model) -> str:
+def signature(model: keras.Model) -> str:
     """What the compiled step bakes in: architecture, optimizer settings and loss, not the values.
 
     A float learning rate is an optimizer *variable*, passed in with the state, so it is
@@ -151,14 +168,14 @@ class JaxStepper:
         prepare_fast_path(model)
         self.model = model
         self._jnp = jnp
-        key = _signature(model)
+        key = signature(model)
         if key in _COMPILED:
             self._train, self._eval = _COMPILED[key]
             return
         train_scan, eval_scan = step_functions(model)
         self._train = jax.jit(train_scan)
         self._eval = jax.jit(eval_scan)
-        if len(_COMPILED) >= 16:
+        if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.pop(next(iter(_COMPILED)))
         _COMPILED[key] = (self._train, self._eval)
 
@@ -217,6 +234,12 @@ class JaxStepper:
         self._write_back(state)
         return tuple(np.concatenate(parts) for parts in zip(*out))
 
+    def train_epoch(self, x, y, batch_size: int, seed, flips=None):
+        """One epoch in the order drawn from ``seed`` (``epoch_order``); (mean loss, accuracy)."""
+        full, rest = split_batches(epoch_order(len(y), seed), batch_size)
+        losses, corrects, sizes = self.train_steps(x, y, full, rest, flips)
+        return float(np.sum(losses * sizes) / np.sum(sizes)), float(np.sum(corrects) / np.sum(sizes))
+
     def evaluate(self, x, y, batch_size):
         full, rest = batch_indices(len(y), batch_size, None)
         tv = [v.value for v in self.model.trainable_variables]
@@ -252,13 +275,20 @@ class KerasStepper:
                 sizes.append(len(idx))
         return np.array(losses), np.array(corrects), np.array(sizes)
 
-    def train_epoch(self, x, y, batch_size, seed, flips=None):
-        # shuffled by the backend's RNG, seeded once by build_dnn; ``seed`` only says whether
+    def train_epoch(self, x, y, batch_size: int, seed, flips=None):
+        """One epoch through ``fit``, in the same order as the JAX path: drawn here from ``seed``.
+
+        ``fit(shuffle=True)`` would draw the order from the backend's own generator, which a
+        checkpoint does not hold and the other backend does not share.
+        """
         if flips is not None:  # the same flips as the JAX path, applied on the host
             from helpers.data import flip_images
 
             x = flip_images(x, flips)
-        h = self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=seed is not None, verbose=0)
+        if seed is not None:
+            order = epoch_order(len(y), seed)
+            x, y = x[order], y[order]
+        h = self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
         return h.history["loss"][0], h.history.get("accuracy", [np.nan])[0]
 
     def evaluate(self, x, y, batch_size):
@@ -282,6 +312,8 @@ def enable_compilation_cache(directory=None):
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    # a few MB per program; past this size JAX removes the least recently used ones
+    jax.config.update("jax_compilation_cache_max_size", config.COMPILATION_CACHE_MAX_BYTES)
     return directory
 
 
@@ -296,18 +328,3 @@ def stepper_for(model: keras.Model, fast: bool | None = None):
     if fast and keras.backend.backend() != "jax":
         raise ValueError("the compiled fast path needs KERAS_BACKEND=jax")
     return JaxStepper(model) if fast else KerasStepper(model)
-
-
-def train_epoch(stepper, x, y, batch_size: int, seed, flips=None):
-    """One epoch; returns (mean loss, accuracy) weighted by batch size.
-
-    ``seed`` (an int or a tuple such as ``(run_seed, epoch)``) fixes the batch order of the
-    JAX path; ``None`` keeps the data's order (no shuffle). Under other backends ``fit``
-    shuffles with the backend's generator, seeded once by ``build_dnn``. ``flips``: one
-    boolean per training image, mirrored left-right this epoch where True.
-    """
-    if isinstance(stepper, KerasStepper):
-        return stepper.train_epoch(x, y, batch_size, seed, flips)
-    full, rest = batch_indices(len(y), batch_size, None if seed is None else np.random.default_rng(seed))
-    losses, corrects, sizes = stepper.train_steps(x, y, full, rest, flips)
-    return float(np.sum(losses * sizes) / np.sum(sizes)), float(np.sum(corrects) / np.sum(sizes))

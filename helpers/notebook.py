@@ -1,30 +1,52 @@
-"""The setup cell every notebook starts with: style, mode, seed and versions printed.
+"""The setup cell every notebook starts with: the backend, the style, the mode, seed and versions printed.
 
-Import this module before Keras: it imports TensorFlow first with its C++ start-up log
-silenced (Keras loads TensorFlow for some utilities even under JAX, and those log
-lines would otherwise land in the output of whichever cell triggered it).
+Import this module before Keras. It chooses Keras' backend when ``KERAS_BACKEND`` is not
+set: JAX, the faster one on a CPU (``benchmarks/README.md``), or TensorFlow, with one line
+saying so, when JAX is not installed. And it imports TensorFlow first with its C++
+start-up log held back (Keras loads TensorFlow for some utilities even under JAX, and
+those lines would otherwise land in the output of whichever cell triggered it); if that
+import fails, the log is printed with the error.
 Used in: every notebook.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import tempfile
+
+
+def _choose_backend():
+    if os.environ.get("KERAS_BACKEND"):
+        return
+    if importlib.util.find_spec("jax") is not None:
+        os.environ["KERAS_BACKEND"] = "jax"
+    else:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        print("JAX is not installed: Keras runs on TensorFlow here, about 4x slower on a CPU "
+              "(pip install -e \".[jax]\" for JAX)")
 
 
 def _import_tensorflow_quietly():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            except ImportError:
-                pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass  # TensorFlow is optional under JAX
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read())  # what TensorFlow said before it failed
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
+_choose_backend()
 _import_tensorflow_quietly()
 
 from helpers import config, plotting, training  # noqa: E402

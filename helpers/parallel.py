@@ -1,48 +1,48 @@
-"""Train several networks of one architecture at once: seeds, learning rates.
+"""Train several networks at once: seeds, learning rates, variants of one architecture.
 
 Every comparison in the series rests on more than one run: three seeds per final model,
-a grid of learning rates. Two ways to train them together, both returning ordinary
-``RunRecord``s, one per network:
+a grid of learning rates. ``train_many`` trains them together and returns ordinary
+``RunRecord``s, one per network, each what ``training.train`` gives the network alone:
 
-- ``"processes"`` (a CPU): one worker process per network, as many at a time as there are
-  cores, each pinned to its own core. At batch 32 a second core buys nothing inside one
-  training (the matrices are too small), so K trainings on K cores cost about what one
-  costs (``benchmarks/train_many.py``). When the networks would leave cores idle in a
-  last round (3 on 2 cores: two, then one alone), every network gets its own worker at
-  once, up to twice the cores, and the workers share all the cores unpinned: 3 on 2
-  cores then cost about 1.5 trainings' time instead of 2. Each worker runs exactly ``training.train``, so a
-  record equals the one training alone gives. The pool is joblib's ``loky`` backend,
-  which shares the large arrays with the workers through memory maps; joblib's Dask or
-  Ray backends spread the same call over a cluster.
-- ``"vmap"`` (a GPU under JAX): all networks side by side in one compiled step,
-  ``jax.vmap`` of the same stateless train step over the stacked weights and optimizer
-  states, each network with its own batch order and learning rate, early stopping per
-  network (a stopped network stops changing and gets its best weights back). Vmapped
-  and solo runs take different float paths, so they agree closely over the first steps
-  and then drift as any two float paths do (tests/test_parallel.py states the tolerance).
+- ``"processes"`` (a CPU): joblib's process pool (``loky``), one worker process per
+  network, as many at a time as there are cores. At batch 32 one training barely uses
+  a second core, so K trainings on K cores cost about what one costs
+  (``benchmarks/README.md``); 3 networks on 2 cores run all at once, sharing the cores
+  (``plan_workers``). Each worker runs ``training.train``'s loop and writes its epochs,
+  one JSON line each, to a file that this process reads as it grows: the progress bar
+  and the lines come from there, whole. A network that fails is reported with its
+  traceback; if a worker dies (killed, out of memory), joblib stops the whole pool, so
+  the networks lost with it are trained again, one at a time (each resumes from its
+  last checkpoint), and only one whose worker dies again is reported as failed. The
+  workers stop when the call ends: none stays idle holding memory.
+- ``"vmap"`` (a GPU under JAX): all networks in one compiled step (``helpers.vmapped``),
+  a group per architecture or schedule.
 
+Which one: ``method=``, else ``CIFAR10_TRAIN_MANY`` (``helpers.config``), else vmap on a
+JAX GPU and processes anywhere else.
 Used in: notebooks 02-06.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import dataclasses
 import io
+import json
 import os
-import socket
 import tempfile
 import threading
 import time
 import traceback
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from helpers import config
+from helpers import config, progress
 
-METHODS = ("processes", "vmap")
+METHODS = config.TRAIN_MANY_METHODS
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,7 @@ class Run:
     """One network to train: its record's name, its seed, its learning rate, and options of its build.
 
     ``options`` go to ``build_model(seed, **options)``: a variant of the architecture (a
-    dropout rate, say) trained beside the others. The ``"processes"`` method trains any
-    mix; ``"vmap"`` needs one architecture and refuses options that change it.
+    dropout rate, say) trained beside the others.
     """
 
     variant: str
@@ -69,15 +68,11 @@ class ManyRuns:
     seconds: float = 0.0  # wall time of the whole call
     method: str = "processes"
     workers: int = 1
-    shared_cores: bool = False  # the workers ran unpinned, sharing every core (plan_workers)
     weights: dict = field(default_factory=dict, repr=False)  # variant -> best weights (model.get_weights() order)
     runs: tuple = ()  # the Runs asked for, learning rates filled in
 
     def model(self, variant: str, build_model, seed=None):
-        """The trained network of one variant: ``build_model(seed, **options)`` with its best weights set.
-
-        ``seed`` defaults to the record's; the weights replace whatever it drew.
-        """
+        """The trained network of one variant: ``build_model(seed, **options)`` with its best weights set."""
         record = self.record(variant)
         options = next((r.options for r in self.runs if r.variant == variant), {})
         model = build_model(record.config["seed"] if seed is None else seed, **options)
@@ -93,7 +88,10 @@ class ManyRuns:
 
 
 def default_method() -> str:
-    """``"vmap"`` when Keras runs on JAX with a GPU, else ``"processes"``."""
+    """``CIFAR10_TRAIN_MANY`` if set; else ``"vmap"`` when Keras runs on JAX with a GPU, else ``"processes"``."""
+    forced = config.train_many_method()
+    if forced:
+        return forced
     import keras
 
     if keras.backend.backend() == "jax":
@@ -104,28 +102,26 @@ def default_method() -> str:
     return "processes"
 
 
-def cores() -> list[int]:
-    """The CPU cores this process may run on."""
+def cores() -> int:
+    """How many CPU cores this process may run on."""
     try:
-        return sorted(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
+        return os.cpu_count() or 1
 
 
-def plan_workers(k: int, n_cores: int, n_jobs: int | None = None) -> tuple[int, bool]:
-    """How many worker processes train ``k`` networks on ``n_cores``, and whether they share the cores.
+def plan_workers(k: int, n_cores: int, n_jobs: int | None = None) -> int:
+    """How many worker processes train ``k`` networks on ``n_cores`` at a time.
 
-    One pinned worker per core, in rounds, unless the last round would leave cores idle
-    and one worker per network fits in twice the cores: then all ``k`` at once, unpinned,
-    sharing every core (3 networks on 2 cores: 1.5 rounds of work instead of 2). An
-    explicit ``n_jobs`` is taken as it is, pinned while it does not exceed the cores.
+    One per core, in rounds, unless the last round would leave cores idle and one worker
+    per network fits in twice the cores: then all ``k`` at once, sharing the cores (3
+    networks on 2 cores: 1.5 rounds of work instead of 2). ``n_jobs`` is taken as it is.
     """
     if n_jobs is not None:
-        workers = min(k, n_jobs)
-        return workers, workers > n_cores
+        return min(k, n_jobs)
     if k <= n_cores or k % n_cores == 0 or k > 2 * n_cores:
-        return min(k, n_cores), False
-    return k, True
+        return min(k, n_cores)
+    return k
 
 
 def train_many(build_model, data, runs, *, learning_rate=None, method: str | None = None,
@@ -141,296 +137,277 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
             be unique.
         learning_rate: the rate of runs that do not set their own.
         method: ``"processes"`` or ``"vmap"``; default ``default_method()``.
-        n_jobs: worker processes at a time (``"processes"``); default ``plan_workers``: one
-            per core, pinned, or one per network sharing the cores (see the module's doc),
-            on at most ``CIFAR10_WORKERS`` cores when that is set (``helpers.config``).
-        verbose: 1 prints one line per finished epoch per network, prefixed with its
-            name, and a final line each; 0 prints only failures.
+        n_jobs: worker processes at a time (``"processes"``); default ``plan_workers``, on at
+            most ``CIFAR10_WORKERS`` cores when that is set (``helpers.config``); 1 trains one
+            network after another in this process.
+        verbose: 1 shows one progress bar for all of them, then a table; 2 one line per epoch
+            per network; 0 only failures (``helpers.progress``).
         compile_model: ``compile_model(model, learning_rate)``; default
             ``helpers.training.compile_model`` (Nadam).
-        train_kwargs: passed on to ``helpers.training.train`` (max_epochs, patience, ...).
+        train_kwargs: every keyword ``helpers.training.train`` takes (max_epochs, patience,
+            batch_size, random_flip, resume, ...), with the same meaning, on either method.
     Returns:
-        ``ManyRuns``. A network that fails (an exception, or its worker killed) is reported
-        in ``failures`` and printed; the other records are kept.
+        ``ManyRuns``. A network that fails is reported in ``failures`` and printed; the
+        other records are kept.
     """
+    from helpers import training
+
     runs = [Run(r) if isinstance(r, str) else r for r in runs]
     if not runs:
         raise ValueError("no runs to train")
     names = [r.variant for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    runs = [r if r.learning_rate is not None else Run(r.variant, r.seed, learning_rate, r.options) for r in runs]
+    runs = [r if r.learning_rate is not None else dataclasses.replace(r, learning_rate=learning_rate) for r in runs]
     missing = [r.variant for r in runs if r.learning_rate is None]
     if missing:
         raise ValueError(f"no learning rate for {missing}: pass learning_rate= or set it in each Run")
     method = method or default_method()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if n_jobs is not None and n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
     settings = settings or config.SETTINGS
+    max_epochs = training.resolve_lengths(settings, train_kwargs.get("max_epochs"), train_kwargs.get("patience"),
+                                          train_kwargs.get("batch_size"))[0]
+    display = progress.Display(names, max_epochs, verbose)
     start = time.perf_counter()
+    kwargs = dict(compile_model=compile_model, settings=settings, **train_kwargs)
     if method == "vmap":
-        from helpers import vmapped
-
-        records, failures, weights = vmapped.train_side_by_side(build_model, data, runs, verbose=verbose,
-                                                                compile_model=compile_model, settings=settings,
-                                                                **train_kwargs)
-        workers, share = 1, False
+        workers = 1
+        _say(verbose, f"training {len(runs)} networks side by side in one compiled step (vmap)")
+        records, weights = _vmapped(build_model, data, runs, display, kwargs)
+        outcomes = {r.variant: (r, weights[r.variant]) for r in records}
     else:
-        if n_jobs is not None and n_jobs < 1:
-            raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
-        n_cores = len(cores())
-        workers, share = plan_workers(len(runs), min(n_cores, config.max_workers() or n_cores), n_jobs)
-        records, failures, weights = _in_processes(build_model, data, runs, workers, share, verbose,
-                                                   compile_model, settings, train_kwargs)
+        n_cores = min(cores(), config.max_workers() or cores())
+        workers = plan_workers(len(runs), n_cores, n_jobs)
+        if workers == 1:
+            _say(verbose, f"training {len(runs)} networks one after another, in this process")
+            outcomes = {r.variant: _train_one(build_model, data, r, display, kwargs)[1] for r in runs}
+        else:
+            _say(verbose, f"training {len(runs)} networks, {workers} at a time, in worker processes "
+                          f"({n_cores} cores); the first epochs come after the workers start")
+            outcomes = _in_processes(build_model, data, runs, workers, display, kwargs)
+    for run in runs:
+        if not isinstance(outcomes[run.variant], str):
+            display.finished(outcomes[run.variant][0])
+    display.close()
+    failures = {r.variant: outcomes[r.variant] for r in runs if isinstance(outcomes[r.variant], str)}
     for variant, message in failures.items():
         print(f"[{variant}] FAILED: {message.strip().splitlines()[-1]}", flush=True)
-    return ManyRuns(records=tuple(records), failures=failures, seconds=time.perf_counter() - start,
-                    method=method, workers=workers, shared_cores=share, weights=weights, runs=tuple(runs))
+    done = [outcomes[r.variant] for r in runs if r.variant not in failures]
+    return ManyRuns(records=tuple(rec for rec, _ in done), failures=failures, seconds=time.perf_counter() - start,
+                    method=method, workers=workers, weights={rec.variant: w for rec, w in done}, runs=tuple(runs))
 
 
-def _in_processes(build_model, data, runs, workers, share, verbose, compile_model, settings, train_kwargs):
-    from joblib import Parallel, delayed
-    from joblib.externals.loky.process_executor import TerminatedWorkerError
-
-    width = max(len(r.variant) for r in runs)
-    results = {}
-    if workers == 1:  # one at a time: here, in this process, unpinned (joblib would do the same)
-        for run in runs:
-            variant, record, error = _train_one(build_model, data, run, compile_model, settings, train_kwargs,
-                                                _printer() if verbose else None, run.variant.ljust(width))
-            results[variant] = record if error is None else error
-    else:
-        import cloudpickle
-
-        # the functions travel as bytes, unpickled in the worker only after TensorFlow's start-up
-        # log is silenced (unpickling them imports Keras, which loads TensorFlow, which would
-        # print to the worker's stderr: in a notebook, into the cell's output)
-        functions = cloudpickle.dumps((build_model, compile_model))
-        with tempfile.TemporaryDirectory(prefix="train_many_") as tmp, _LineRelay(verbose, tmp) as relay:
-            jobs = (delayed(_train_one)(functions, data, run, None, settings, train_kwargs,
-                                        relay.sender(), run.variant.ljust(width), (tmp, cores(), share))
-                    for run in runs)
-            try:
-                with warnings.catch_warnings():
-                    # loky replaces workers that its idle timeout stopped between two calls, and says so;
-                    # nothing is lost (a worker that dies during a job is reported below, per network)
-                    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
-                                            category=UserWarning)
-                    outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(jobs)
-                    _precompile(build_model, data, runs[0], compile_model, settings, train_kwargs)
-                    for variant, record, error in outputs:
-                        results[variant] = record if error is None else error
-            except TerminatedWorkerError as e:  # a worker died (killed, out of memory): keep the others
-                for run in runs:
-                    results.setdefault(run.variant, f"worker process died before finishing: {e}")
-    failures = {r.variant: results[r.variant] for r in runs if isinstance(results.get(r.variant), str)}
-    done = [results[r.variant] for r in runs if r.variant not in failures]
-    return [rec for rec, _ in done], failures, {rec.variant: w for rec, w in done}
+def _say(verbose, text):
+    if verbose:
+        print(text, flush=True)
 
 
-def _precompile(build_model, data, run, compile_model, settings, train_kwargs):
+def _vmapped(build_model, data, runs, display, kwargs):
+    from helpers import vmapped
+
+    return vmapped.train_side_by_side(build_model, data, runs, report=_Finishes(display), **kwargs)
+
+
+class _Finishes:
+    """A report that passes epochs and notes on, and leaves ``finished`` to ``train_many``."""
+
+    def __init__(self, display):
+        self.epoch, self.note = display.epoch, display.note
+
+    def finished(self, record):
+        pass
+
+
+def _train_one(build_model, data, run, display, kwargs):
+    """Train one network with ``training.train``'s loop: ``(variant, (record, weights))`` or ``(variant, traceback)``."""
+    from helpers import training
+
+    kwargs = dict(kwargs)
+    compile_fn = kwargs.pop("compile_model", None) or training.compile_model
+    if run.options:
+        kwargs["extra_config"] = {**(kwargs.get("extra_config") or {}), "build_options": dict(run.options)}
+    try:
+        model = compile_fn(build_model(run.seed, **run.options), run.learning_rate)
+        [record] = training.train_networks(training.Solo(model), data, [(run.variant, run.seed)],
+                                           report=_Finishes(display), **kwargs)
+        return run.variant, (record, model.get_weights())
+    except Exception:  # reported with its traceback; the other networks go on
+        return run.variant, traceback.format_exc()
+
+
+def _in_processes(build_model, data, runs, workers, display, kwargs):
+    """Train ``runs`` in joblib worker processes; ``{variant: (record, weights) or error}``."""
+    import cloudpickle
+
+    # the functions travel as bytes, unpickled in the worker only after TensorFlow's start-up
+    # log is silenced (unpickling them imports Keras, which may load TensorFlow and print)
+    compile_model = kwargs.pop("compile_model", None)
+    functions = cloudpickle.dumps((build_model, compile_model))
+    with tempfile.TemporaryDirectory(prefix="train_many_") as folder, _Follow(Path(folder), display):
+        _precompile(build_model, compile_model, data, runs[0], kwargs)
+        outcomes = _pool(functions, data, runs, workers, folder, kwargs)
+        for run in [r for r in runs if r.variant not in outcomes]:  # lost when a worker died: again, alone
+            display.note(run.variant, "its worker process died (or one beside it did): training it again, alone")
+            outcomes |= _pool(functions, data, [run], 1, folder, kwargs) or {
+                run.variant: "its worker process died, twice: killed, or out of memory"}
+    return outcomes
+
+
+def _pool(functions, data, runs, workers, folder, kwargs):
+    """One joblib pool over ``runs``; the outcomes it got before a worker died, if one did."""
+    from joblib import Parallel, delayed, parallel_config
+
+    outcomes = {}
+    jobs = (delayed(_in_worker)(functions, data, run, kwargs, folder) for run in runs)
+    # n_jobs=1 would train here, in this process: a lone job gets a pool of 2
+    with parallel_config(backend="loky", initializer=_worker_environment):
+        try:
+            for variant, outcome in Parallel(n_jobs=max(workers, 2), return_as="generator_unordered",
+                                             pre_dispatch="all")(jobs):
+                outcomes[variant] = outcome
+        except BrokenProcessPool:  # a worker died; joblib stopped the others with it
+            pass
+        finally:
+            _release_workers()
+    return outcomes
+
+
+def _release_workers():
+    """Stop the idle workers now (about 1 GB each) instead of after joblib's 5 idle minutes.
+
+    joblib keeps them for its next call and has no call of its own to stop them (joblib
+    issue #881); ``get_reusable_executor`` is the pool joblib uses, from loky's public API.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor(reuse=True).shutdown(wait=True)
+
+
+def _worker_environment():
+    """In each new worker: on a GPU, allocate memory as needed rather than 75% of it up front."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
+
+
+def _in_worker(functions, data, run, kwargs, folder):
+    """A worker's job: one network, its epochs and lines written to ``folder``, its outcome returned."""
+    import pickle
+
+    import helpers.notebook  # noqa: F401 - imports TensorFlow with its start-up log silenced
+    from helpers import engine
+
+    build_model, compile_model = pickle.loads(functions)
+    engine.enable_compilation_cache()
+    report = _FileReport(Path(folder) / f"{os.getpid()}-{run.variant}.jsonl")
+    lines = _Lines(lambda text: report.note(run.variant, text))
+    try:
+        with contextlib.redirect_stdout(lines), contextlib.redirect_stderr(lines):
+            return _train_one(build_model, data, run, report, {**kwargs, "compile_model": compile_model})
+    finally:
+        lines.flush()
+        report.close()
+
+
+class _FileReport:
+    """A worker's report: each epoch and note as one JSON line, appended to its own file."""
+
+    def __init__(self, path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def _write(self, kind, content):
+        self.file.write(json.dumps({"kind": kind, **content}) + "\n")
+        self.file.flush()
+
+    def epoch(self, e):
+        self._write("epoch", dataclasses.asdict(e))
+
+    def note(self, variant, text):
+        self._write("note", {"variant": variant, "text": text})
+
+    def close(self):
+        self.file.close()
+
+
+class _Lines(io.TextIOBase):
+    """A stdout that hands on whole lines (a worker's prints and warnings)."""
+
+    def __init__(self, put):
+        self.put, self.buffer = put, ""
+
+    def write(self, text):
+        *lines, self.buffer = (self.buffer + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.put(line)
+        return len(text)
+
+    def flush(self):
+        if self.buffer.strip():
+            self.put(self.buffer)
+        self.buffer = ""
+
+
+class _Follow(threading.Thread):
+    """Reads the workers' files as they grow (every 0.2 s) and hands each whole line to the display."""
+
+    def __init__(self, folder: Path, display):
+        super().__init__(daemon=True)
+        self.folder, self.display, self.read, self.stop = folder, display, {}, threading.Event()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+        self.poll()  # what came after the last look
+
+    def run(self):
+        while not self.stop.wait(0.2):
+            self.poll()
+
+    def poll(self):
+        for path in sorted(self.folder.glob("*.jsonl")):
+            with open(path, encoding="utf-8") as f:
+                f.seek(self.read.get(path, 0))
+                text = f.read()
+            whole = text[: text.rfind("\n") + 1]  # a line still being written waits for the next look
+            self.read[path] = self.read.get(path, 0) + len(whole.encode("utf-8"))
+            for line in whole.splitlines():
+                event = json.loads(line)
+                if event.pop("kind") == "epoch":
+                    self.display.epoch(progress.EpochEnd(**event))
+                else:
+                    self.display.note(event["variant"], event["text"])
+
+
+def _precompile(build_model, compile_model, data, run, kwargs):
     """While the workers start, compile their steps here once, into the disk cache they read.
 
     A cold worker compiles the step on its one core in its first epoch (about 9 s here,
     against 2.3 s for later epochs); with the step in the disk cache it loads it instead
-    (about 6 s, measured on a second run: benchmarks/README.md). Best effort: any problem
-    only means the workers compile for themselves.
+    (about 6 s, measured on a second run: benchmarks/README.md). If it fails, the workers
+    compile for themselves, and a warning says why.
     """
     import keras
 
     if keras.backend.backend() != "jax":
         return
-    try:
-        from helpers import engine, training
-
-        engine.enable_compilation_cache()
-        model = (compile_model or training.compile_model)(build_model(run.seed, **run.options), run.learning_rate)
-        batch_size = train_kwargs.get("batch_size") or settings.batch_size
-        sizes = [len(data.y_valid)] + ([len(data.y_test)] if train_kwargs.get("evaluate_test", True) else [])
-        engine.JaxStepper(model).precompile(len(data.y_train), data.x_train.shape[1:], batch_size, sizes)
-    except Exception:  # noqa: BLE001 - an optimization, never a failure
-        pass
-
-
-def _printer():
-    import sys
-
-    stdout = sys.stdout  # the real one, before redirect_stdout replaces it
-
-    def put(line):
-        print(line, file=stdout, flush=True)
-
-    return put
-
-
-def _train_one(build_model, data, run, compile_model, settings, train_kwargs, put, label, pin=None):
-    """Train one network with ``training.train``; its lines go to ``put``, prefixed with ``label``.
-
-    ``pin=(lock_dir, cores, share)``: in a worker process, first claim a free core and pin
-    to it (or, sharing, run on all ``cores``), and load compiled steps from the disk cache
-    the parent fills (``_precompile``).
-    ``build_model`` may come as cloudpickled bytes of ``(build_model, compile_model)``.
-    """
-    if pin is not None:
-        _pin_to_a_free_core(*pin)
-    if isinstance(build_model, bytes):
-        import pickle
-
-        import helpers.notebook  # noqa: F401 - imports TensorFlow with its start-up log silenced
-
-        build_model, compile_model = pickle.loads(build_model)
     from helpers import engine, training
 
-    if pin is not None:
+    try:
         engine.enable_compilation_cache()
-
-    out = _LineWriter(put, label)
-    try:
-        with contextlib.redirect_stdout(out):
-            compile_fn = compile_model or training.compile_model
-            model = compile_fn(build_model(run.seed, **run.options), run.learning_rate)
-            if run.options:
-                train_kwargs = {**train_kwargs, "extra_config": {**(train_kwargs.get("extra_config") or {}),
-                                                                 "build_options": dict(run.options)}}
-            record = training.train(model, data, run.variant, seed=run.seed, settings=settings,
-                                    verbose=1 if put is not None else 0, **train_kwargs)
-        return run.variant, (record, model.get_weights()), None
-    except Exception:  # reported with its traceback; the other networks go on
-        return run.variant, None, traceback.format_exc()
-    finally:
-        out.flush()
-        if hasattr(put, "close"):
-            put.close()
-
-
-_CORE_LOCK = None  # the open file whose lock holds this worker's core for its lifetime
-
-
-def _pin_to_a_free_core(lock_dir, allowed, share=False):
-    """Claim one core (a file lock per core, released when the process ends) and pin every thread to it.
-
-    A reused worker keeps the core it claimed; two live workers never share one. With
-    ``share``, release any core claimed in an earlier call and run on all ``allowed``.
-    """
-    global _CORE_LOCK
-    if share:
-        if _CORE_LOCK is not None:
-            _CORE_LOCK.close()
-            _CORE_LOCK = None
-        _set_affinity(set(allowed))
-        return
-    if _CORE_LOCK is not None and Path(_CORE_LOCK.name).parent == Path(lock_dir):
-        return
-    for core in allowed:
-        f = open(Path(lock_dir) / f"core{core}.lock", "w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        _CORE_LOCK = f
-        _set_affinity({core})
-        return
-
-
-def _set_affinity(cores_):
-    """Every thread the worker already has (XLA's pool too), then new ones inherit it."""
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), cores_)
-    except (AttributeError, OSError):
-        pass  # not Linux: run unpinned
-
-
-class _LineWriter(io.TextIOBase):
-    """A stdout for one training: each complete line goes to ``put``, prefixed with the network's name."""
-
-    def __init__(self, put, label):
-        self.put, self.label, self.buffer = put, label, ""
-
-    def write(self, text):
-        self.buffer += text
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            if line and self.put is not None:
-                self.put(f"[{self.label}] {line}")
-        return len(text)
-
-    def flush(self):
-        if self.buffer:
-            self.write("\n")
-
-
-class _LineRelay:
-    """Lines from the workers, printed here as they come: a Unix socket in a temporary folder.
-
-    Workers connect to it and send their lines; a thread per connection prints them.
-    (No multiprocessing Manager: it would start one more process, by fork, which can
-    deadlock a process running JAX, or by spawn, which reruns an unguarded script.)
-    """
-
-    def __init__(self, verbose, directory):
-        self.path = str(Path(directory) / "lines.sock") if verbose else None
-        self._threads, self._stop = [], threading.Event()
-
-    def __enter__(self):
-        if self.path:
-            self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._server.bind(self.path)
-            self._server.listen()
-            self._server.settimeout(0.1)
-            self._threads.append(threading.Thread(target=self._accept, daemon=True))
-            self._threads[0].start()
-        return self
-
-    def sender(self):
-        return _SocketLines(self.path) if self.path else None
-
-    def _accept(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except (socket.timeout, OSError):
-                continue
-            t = threading.Thread(target=self._print_lines, args=(conn,), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    @staticmethod
-    def _print_lines(conn):
-        conn.settimeout(None)
-        with conn, conn.makefile("r", encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                print(line.rstrip("\n"), flush=True)
-
-    def __exit__(self, *exc):
-        if self.path:
-            self._stop.set()
-            for t in list(self._threads):
-                t.join(timeout=5)
-            self._server.close()
-        return False
-
-
-class _SocketLines:
-    """``put(line)`` for a worker: sends each line to the parent's ``_LineRelay``."""
-
-    def __init__(self, path):
-        self.path, self._sock = path, None
-
-    def __getstate__(self):
-        return {"path": self.path, "_sock": None}
-
-    def __call__(self, line):
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._sock.connect(self.path)
-        self._sock.sendall((line + "\n").encode("utf-8"))
-
-    def close(self):
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        model = (compile_model or training.compile_model)(build_model(run.seed, **run.options), run.learning_rate)
+        batch_size = kwargs.get("batch_size") or kwargs["settings"].batch_size
+        sizes = [len(data.y_valid)] + ([len(data.y_test)] if kwargs.get("evaluate_test", True) else [])
+        engine.JaxStepper(model).precompile(len(data.y_train), data.x_train.shape[1:], batch_size, sizes)
+    except Exception as e:  # noqa: BLE001 - an optimization: the workers would compile anyway
+        warnings.warn(f"precompiling the workers' step failed ({type(e).__name__}: {e}); each worker "
+                      "compiles it for itself", RuntimeWarning, stacklevel=2)
 
 
 def summary_line(many: ManyRuns, key: str = "valid_accuracy") -> str:

@@ -21,7 +21,7 @@ import time
 import keras
 import numpy as np
 
-from helpers import checkpoints, config, engine, models
+from helpers import checkpoints, config, engine, models, progress
 from helpers.results import HISTORY_KEYS, RunRecord
 
 
@@ -142,14 +142,16 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
           patience: int | None = None, batch_size: int | None = None, seed: int = config.SEED,
           verbose: int = 1, tensorboard_dir=None, extra_config: dict | None = None,
           evaluate_test: bool = True, shuffle: bool = True, random_flip: bool = False, resume: bool = True,
-          settings=None) -> RunRecord:
+          monitor: str = "val_loss", settings=None) -> RunRecord:
     """Train a compiled model with early stopping on validation loss; restore the best weights.
 
     Args:
         data: a ``helpers.data.Dataset`` (already scaled or standardized).
         variant: the record's name, e.g. ``"baseline"``.
         max_epochs, patience, batch_size: default to the mode's settings.
-        verbose: 1 prints one line per epoch (best epochs marked), 0 prints nothing.
+        seed: draws each epoch's batch order (and flips) from ``(seed, epoch)``.
+        verbose: 1 shows a progress bar, then one line; 2 one line per epoch (best epochs
+            marked); 0 nothing (``helpers.progress``).
         tensorboard_dir: if given, per-epoch scalars are written there for TensorBoard.
         extra_config: anything else the record's ``config`` should keep.
         evaluate_test: False leaves the test set alone (test metrics NaN), for runs that
@@ -162,53 +164,141 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
         resume: keep a checkpoint after every epoch (``helpers.checkpoints``), and continue
             from it when the same run is started again after being killed; False trains
             from epoch 1 and writes nothing.
+        monitor: what early stopping watches and the best epoch is chosen by: ``"val_loss"``
+            (lowest) or ``"val_accuracy"`` (highest), as Keras' ``EarlyStopping(monitor=...)``.
     Returns:
         A ``RunRecord`` (not yet saved: ``helpers.results.save_run``). Each epoch's time
         covers training and validation; the first epoch (compilation) is kept apart.
     Used in: notebooks 02-06.
     """
+    return train_networks(Solo(model), data, [(variant, seed)], max_epochs=max_epochs, patience=patience,
+                          batch_size=batch_size, verbose=verbose, tensorboard_dir=tensorboard_dir,
+                          extra_config=extra_config, evaluate_test=evaluate_test, shuffle=shuffle,
+                          random_flip=random_flip, resume=resume, monitor=monitor, settings=settings)[0]
+
+
+class Solo:
+    """One network, as ``train_networks`` trains it: its stepper (``helpers.engine``) behind the group interface.
+
+    A group of K networks (this one, or ``helpers.vmapped.SideBySide``) trains one epoch of
+    each active network, evaluates them all, and gives each network's variables by path
+    (for checkpoints) and its weights (for early stopping).
+    """
+
+    def __init__(self, model: keras.Model):
+        self.models = [model]
+        self.stepper = engine.stepper_for(model)
+        engine.require_compiled(model)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+    def device_arrays(self, x, y):
+        return self.stepper.device_arrays(x, y)
+
+    def train_epoch(self, x, y, batch_size, seeds, flips, active):
+        loss, acc = self.stepper.train_epoch(x, y, batch_size, seeds[0], flips[0])
+        return np.array([loss]), np.array([acc])
+
+    def evaluate(self, x, y):
+        loss, acc = self.stepper.evaluate(x, y, engine.EVAL_BATCH_SIZE)
+        return np.array([loss]), np.array([acc])
+
+    def variables(self, i):
+        return checkpoints.variables_of(self.models[i])
+
+    def load(self, i, values):
+        checkpoints.assign(self.models[i], values)
+
+    def weights(self, i):
+        return checkpoints.weights_of(self.models[i])
+
+    def finished_model(self, i):
+        return self.models[i], self.stepper
+
+
+def train_networks(networks, data, runs, *, max_epochs: int | None = None, patience: int | None = None,
+                   batch_size: int | None = None, verbose: int = 1, tensorboard_dir=None,
+                   extra_config: dict | None = None, evaluate_test: bool = True, shuffle: bool = True,
+                   random_flip: bool = False, resume: bool = True, monitor: str = "val_loss", settings=None,
+                   report=None) -> list:
+    """The epoch loop of ``train``, for a group of networks trained together: one record per network.
+
+    ``networks``: ``Solo(model)`` or ``helpers.vmapped.SideBySide(models)``; ``runs``: one
+    ``(variant, seed)`` per network. Each network keeps its own epoch count, batch order,
+    early stopping, checkpoint and TensorBoard log, so a record is what training the network
+    alone gives. ``report``: where each epoch's numbers go (default a ``progress.Display``
+    at ``verbose``); the other arguments as ``train``'s.
+    """
     settings = settings or config.SETTINGS
     max_epochs, patience, batch_size = resolve_lengths(settings, max_epochs, patience, batch_size)
-    check_data(model, data, batch_size)
+    if monitor not in TrainingState.MONITORS:
+        raise ValueError(f"monitor must be one of {TrainingState.MONITORS}, got {monitor!r}")
+    for model in networks.models:
+        check_data(model, data, batch_size)
     if random_flip and np.ndim(data.x_train) != 4:
         raise ValueError(f"random_flip mirrors images of shape (N, height, width, channels); the training "
                          f"inputs have shape {np.shape(data.x_train)}")
-    stepper = engine.stepper_for(model)
-    x_train, y_train = stepper.device_arrays(data.x_train, data.y_train)
-    x_valid, y_valid = stepper.device_arrays(data.x_valid, data.y_valid)
-    writer = _tensorboard_writer(tensorboard_dir, variant)
-    progress = EarlyStopping(patience)
-    checkpoint = None
+    own_report = report is None
+    report = report or progress.Display([v for v, _ in runs], max_epochs, verbose)
+    x_train, y_train = networks.device_arrays(data.x_train, data.y_train)
+    x_valid, y_valid = networks.device_arrays(data.x_valid, data.y_valid)
+    states = [TrainingState(patience, monitor) for _ in runs]
+    saved = [None] * len(runs)
     if resume:
-        checkpoint = checkpoints.Checkpoint.for_run(
-            model, data, variant=variant, seed=seed, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-            shuffle=shuffle, random_flip=random_flip, mode=settings.mode)
-        done = checkpoint.restore(model, progress) if checkpoint.exists() else 0
-        if done and verbose:
-            print(f"resumed from a checkpoint after epoch {done} ({checkpoint.path.name})", flush=True)
-    for epoch in range(progress.epoch + 1, max_epochs + 1):
-        if progress.stopped:
-            break
-        start = time.perf_counter()
-        flips = np.random.default_rng((seed, epoch, 1)).random(len(data.y_train)) < 0.5 if random_flip else None
-        loss, acc = engine.train_epoch(stepper, x_train, y_train, batch_size, (seed, epoch) if shuffle else None, flips)
-        val_loss, val_acc = stepper.evaluate(x_valid, y_valid, engine.EVAL_BATCH_SIZE)
-        improved = progress.update(loss, acc, val_loss, val_acc, time.perf_counter() - start, model.get_weights)
-        if checkpoint is not None:  # before the line: an epoch printed is an epoch saved
-            checkpoint.save(model, progress)
-        if verbose:
-            print(format_epoch(progress, max_epochs, improved), flush=True)
-        if writer is not None:
-            _tensorboard_write(writer, epoch, loss, acc, val_loss, val_acc)
-        if progress.stopped:
-            break
+        fingerprint = checkpoints.data_fingerprint(data)
+        saved = [checkpoints.Checkpoint.for_run(model, data, fingerprint, variant=variant, seed=seed,
+                                                batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+                                                monitor=monitor, shuffle=shuffle, random_flip=random_flip,
+                                                mode=settings.mode)
+                 for model, (variant, seed) in zip(networks.models, runs)]
+        for i, (checkpoint, state) in enumerate(zip(saved, states)):
+            values = checkpoint.restore(networks.variables(i), state) if checkpoint.exists() else None
+            if values is not None:
+                networks.load(i, values)
+                report.note(runs[i][0], f"resumed from a checkpoint after epoch {state.epoch} "
+                                        f"({checkpoint.path.name})")
+    writers = [_tensorboard_writer(tensorboard_dir, variant) for variant, _ in runs]
+    n = len(data.y_train)
+    try:
+        while True:
+            active = np.array([s.stopped is None and s.epoch < max_epochs for s in states])
+            if not active.any():
+                break
+            epochs = [s.epoch + 1 for s in states]
+            seeds = [(seed, e) if shuffle else None for (_, seed), e in zip(runs, epochs)]
+            flips = [np.random.default_rng((seed, e, 1)).random(n) < 0.5 if random_flip else None
+                     for (_, seed), e in zip(runs, epochs)]
+            start = time.perf_counter()
+            losses, accs = networks.train_epoch(x_train, y_train, batch_size, seeds, flips, active)
+            val_losses, val_accs = networks.evaluate(x_valid, y_valid)
+            seconds = time.perf_counter() - start
+            for i in np.flatnonzero(active):
+                state = states[i]
+                improved = state.update(losses[i], accs[i], val_losses[i], val_accs[i], seconds,
+                                        lambda i=i: networks.weights(i))
+                if saved[i] is not None:  # before the report: an epoch shown is an epoch saved
+                    saved[i].save(networks.variables(i), state)
+                report.epoch(progress.EpochEnd(runs[i][0], state.epoch, max_epochs, losses[i], accs[i],
+                                               val_losses[i], val_accs[i], seconds, improved, state.stopped))
+                if writers[i] is not None:
+                    _tensorboard_write(writers[i], state.epoch, losses[i], accs[i], val_losses[i], val_accs[i])
+    finally:
+        for writer in writers:
+            if writer is not None:
+                writer.close()
     if random_flip:
         extra_config = {**(extra_config or {}), "augmentation": "random horizontal flip"}
-    record = finish(model, data, variant, progress, settings, stepper, seed=seed, batch_size=batch_size,
-                    max_epochs=max_epochs, evaluate_test=evaluate_test, verbose=verbose, extra_config=extra_config)
-    if checkpoint is not None:
-        checkpoint.remove()
-    return record
+    records = []
+    for i, ((variant, seed), state) in enumerate(zip(runs, states)):
+        model, stepper = networks.finished_model(i)
+        records.append(finish(model, data, variant, state, settings, stepper, seed=seed, batch_size=batch_size,
+                              max_epochs=max_epochs, evaluate_test=evaluate_test, extra_config=extra_config))
+        report.finished(records[-1])
+        if saved[i] is not None:
+            saved[i].remove()
+    if own_report:
+        report.close()
+    return records
 
 
 def resolve_lengths(settings, max_epochs, patience, batch_size):
@@ -223,20 +313,23 @@ def resolve_lengths(settings, max_epochs, patience, batch_size):
     return max_epochs, patience, batch_size
 
 
-class EarlyStopping:
-    """Early stopping on validation loss, kept apart from the loop that feeds it.
+class TrainingState:
+    """Early stopping's bookkeeping for one network, apart from the loop that feeds it.
 
     ``update`` takes one epoch's numbers, appends them to the history, keeps the weights
-    of the best epoch so far, and sets ``stopped`` to ``"nan"`` (a loss is not finite)
-    or ``"early_stopping"`` (``patience`` epochs without a lower validation loss).
-    The same object serves one network trained alone and each of several trained side
-    by side (``helpers.parallel``).
+    of the best epoch so far (by path; lowest validation loss, or highest validation accuracy with
+    ``monitor="val_accuracy"``), and sets ``stopped`` to ``"nan"`` (a loss is not finite)
+    or ``"early_stopping"`` (``patience`` epochs without a better one). What
+    ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does inside ``fit``.
     """
 
-    def __init__(self, patience: int):
-        self.patience = patience
+    MONITORS = ("val_loss", "val_accuracy")
+    FIELDS = ("history", "best_score", "best_epoch", "best_elapsed", "elapsed", "stopped")  # saved in checkpoints
+
+    def __init__(self, patience: int, monitor: str = "val_loss"):
+        self.patience, self.monitor = patience, monitor
         self.history = {k: [] for k in HISTORY_KEYS}  # loss, accuracy, val_loss, val_accuracy, epoch_seconds
-        self.best_val_loss, self.best_epoch, self.best_weights, self.best_elapsed = math.inf, 0, None, 0.0
+        self.best_score, self.best_epoch, self.best_weights, self.best_elapsed = math.inf, 0, None, 0.0
         self.elapsed = 0.0
         self.stopped = None
 
@@ -249,9 +342,10 @@ class EarlyStopping:
         self.elapsed += seconds
         for k, v in zip(HISTORY_KEYS, (loss, acc, val_loss, val_acc, seconds)):
             self.history[k].append(float(v))
-        improved = val_loss < self.best_val_loss
+        score = float(val_loss) if self.monitor == "val_loss" else -float(val_acc)
+        improved = score < self.best_score and math.isfinite(val_loss)
         if improved:
-            self.best_val_loss, self.best_epoch = float(val_loss), self.epoch
+            self.best_score, self.best_epoch = score, self.epoch
             self.best_weights, self.best_elapsed = get_weights(), self.elapsed
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
             self.stopped = "nan"
@@ -260,47 +354,33 @@ class EarlyStopping:
         return improved
 
 
-def format_epoch(progress: EarlyStopping, max_epochs: int, improved: bool) -> str:
-    """One line per epoch; the best epochs marked, and a diverged one explained."""
-    h, e = progress.history, progress.epoch
-    line = (f"epoch {e:3d}/{max_epochs}  loss {h['loss'][-1]:.4f}  acc {h['accuracy'][-1]:.4f} | "
-            f"val_loss {h['val_loss'][-1]:.4f}  val_acc {h['val_accuracy'][-1]:.4f} | "
-            f"{h['epoch_seconds'][-1]:5.1f} s{'  *best' if improved else ''}")
-    if progress.stopped == "nan":
-        line += (f"\nstopped: the loss is {h['loss'][-1]} at epoch {e}; the learning rate is too high "
-                 "for this network (try a lower one, or run the LR finder)")
-    return line
-
-
-def finish(model, data, variant, progress: EarlyStopping, settings, stepper, *, seed, batch_size, max_epochs,
-           evaluate_test=True, verbose=0, extra_config=None) -> RunRecord:
+def finish(model, data, variant, state: TrainingState, settings, stepper, *, seed, batch_size, max_epochs,
+           evaluate_test=True, extra_config=None) -> RunRecord:
     """Restore the best weights, evaluate them, and write it all into a ``RunRecord``."""
-    if progress.best_weights is not None:
-        model.set_weights(progress.best_weights)
+    if state.best_weights is not None:
+        for w in model.weights:
+            w.assign(state.best_weights[w.path])
     valid_loss, valid_acc = stepper.evaluate(*stepper.device_arrays(data.x_valid, data.y_valid),
                                              engine.EVAL_BATCH_SIZE)
     test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), engine.EVAL_BATCH_SIZE)
                            if evaluate_test else (math.nan, math.nan))
-    times = progress.history["epoch_seconds"]
-    stopped = progress.stopped or "max_epochs"
+    times = state.history["epoch_seconds"]
+    stopped = state.stopped or "max_epochs"
+    watched = "val_loss" if state.monitor == "val_loss" else "val_accuracy (highest)"
     record = RunRecord(
         variant=variant, mode=settings.mode, data=data.source,
-        learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=progress.best_epoch,
+        learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=state.best_epoch,
         valid_accuracy=float(valid_acc), test_accuracy=float(test_acc),
         valid_loss=float(valid_loss), test_loss=float(test_loss),
         seconds_per_epoch=float(statistics.median(times[1:])) if len(times) > 1 else float(times[0]),
-        first_epoch_seconds=float(times[0]), wall_time_to_best=float(progress.best_elapsed), stopped=stopped,
-        history=progress.history,
+        first_epoch_seconds=float(times[0]), wall_time_to_best=float(state.best_elapsed), stopped=stopped,
+        history=state.history,
         config={"architecture": models.describe(model), "optimizer": optimizer_config(model.optimizer),
-                "batch_size": batch_size, "max_epochs": max_epochs, "patience": progress.patience,
-                "early_stopping": "val_loss, best weights restored", "seed": seed,
+                "batch_size": batch_size, "max_epochs": max_epochs, "patience": state.patience,
+                "early_stopping": f"{watched}, best weights restored", "seed": seed,
                 "preprocessing": data.preprocessing, "sizes": data.sizes(),
                 "fast_path": isinstance(stepper, engine.JaxStepper), "versions": versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_config or {})})
-    if verbose:
-        print(f"{variant}: best epoch {record.best_epoch} of {record.epochs} ({stopped}); "
-              f"valid acc {record.valid_accuracy:.4f}, test acc {record.test_accuracy:.4f}; "
-              f"{record.seconds_per_epoch:.1f} s/epoch, {record.wall_time_to_best:.0f} s to best")
     return record
 
 

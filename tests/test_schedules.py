@@ -84,7 +84,7 @@ def test_rate_and_momentum_are_applied_at_every_step_of_the_compiled_epoch():
     data = probe_data(n=40)
     stepper = engine.stepper_for(model)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    engine.train_epoch(stepper, x, y, batch_size=1, seed=0)
+    stepper.train_epoch(x, y, batch_size=1, seed=0)
     w = float(model.get_weights()[0].ravel()[0])
     steps = np.arange(40)
     expected = nadam_reference(s.rate_at(steps), s.momentum_at(steps), 40)[-1]

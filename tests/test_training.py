@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import re
 
 import keras
 import numpy as np
@@ -56,10 +57,28 @@ def test_nan_guard_stops_and_says_why(capsys):
     assert not math.isfinite(record.history["loss"][-1]) or not math.isfinite(record.history["val_loss"][-1])
 
 
-def test_progress_is_one_line_per_epoch(capsys):
-    training.train(small_model(), blobs(), "lines", max_epochs=3, patience=3)
+def test_verbose_2_prints_one_line_per_epoch_and_1_a_bar_then_one_line(capsys):
+    training.train(small_model(), blobs(), "lines", max_epochs=3, patience=3, verbose=2)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and all(l.startswith("epoch") for l in lines[:3])
+    assert lines[3].startswith("lines: best epoch")
+    training.train(small_model(), blobs(), "bar", max_epochs=3, patience=3, verbose=1)
+    out = capsys.readouterr().out
+    *bar, last = out.strip().split("\n")
+    assert "epoch" not in "".join(bar).replace("epochs", "")  # no epoch lines, only the bar's redraws
+    assert "\r" in out and "3/3 epochs" in out.split("\r")[-1]  # the bar, redrawn in place, ends full
+    assert last.startswith("bar: best epoch") and max(len(part) for part in re.split("[\r\n]", out)) <= 100
+
+
+def test_monitor_val_accuracy_keeps_the_most_accurate_epoch():
+    data = blobs(spread=2.0)
+    record = training.train(small_model(lr=3e-2), data, "acc", max_epochs=12, patience=3, verbose=0,
+                            monitor="val_accuracy")
+    assert record.valid_accuracy == pytest.approx(max(record.history["val_accuracy"]))
+    assert record.history["val_accuracy"][record.best_epoch - 1] == max(record.history["val_accuracy"][:record.best_epoch])
+    assert record.config["early_stopping"].startswith("val_accuracy")
+    with pytest.raises(ValueError, match="monitor must be one of"):
+        training.train(small_model(), data, "x", max_epochs=1, verbose=0, monitor="accuracy")
 
 
 def test_different_run_seeds_never_share_a_batch_order():
@@ -121,7 +140,7 @@ def test_fast_path_matches_plain_fit(batch_norm):
 def test_shared_compiled_step_gives_the_same_training_as_a_fresh_one():
     """A model that reuses another model's compiled step (same signature) trains as if alone."""
     data = blobs(n_train=300)
-    engine._COMPILED.clear()
+    engine._COMPILED.clear()  # noqa: private - the test looks at the cache itself
     training.train(small_model(lr=5e-2, seed=1), data, "first", max_epochs=1, verbose=0)
     assert len(engine._COMPILED) == 1
     shared = small_model(lr=1e-2, seed=2)
@@ -152,7 +171,7 @@ def test_schedule_takes_effect_at_every_step_of_a_training_epoch():
     data = probe_data(n=64)
     stepper = engine.stepper_for(model)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    engine.train_epoch(stepper, x, y, batch_size=1, seed=0)
+    stepper.train_epoch(x, y, batch_size=1, seed=0)
     w = float(model.get_weights()[0].ravel()[0])
     assert w == pytest.approx(schedule.rate_at(np.arange(64)).sum(), rel=1e-4)
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 64
