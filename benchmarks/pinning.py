@@ -36,6 +36,11 @@ def pin_to(core):
         os.sched_setaffinity(int(tid), {core})
 
 
+def pin_to_all(cores):
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), set(cores))
+
+
 def measure(kind, epochs):
     import numpy as np
 
@@ -52,6 +57,8 @@ def measure(kind, epochs):
     def build(seed):
         if kind == "pinned":
             pin_to(cores[(seed - 1) % len(cores)])  # seeds 1 and 2: one core each
+        else:
+            pin_to_all(cores)  # undo train_many's own pinning: the scheduler's choice
         return models.build_dnn(seed=seed)
 
     runs = [parallel.Run(f"run{i}", seed=i + 1, learning_rate=1e-4) for i in range(2)]

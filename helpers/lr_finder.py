@@ -79,31 +79,35 @@ def _optimizer_with_rate(model: keras.Model, rate):
 
 def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_rate: float = 1.0,
                        steps: int | None = None, batch_size: int | None = None, stop_factor: float = 4.0,
-                       beta: float | None = None, chunk: int = 20, seed: int = config.SEED,
-                       settings=None) -> LRFinderResult:
-    """Sweep the learning rate exponentially over at most one epoch and suggest one.
+                       beta: float | None = None, chunk: int = 20, seed: int = config.SEARCH_SEED,
+                       fallback: float | None = None, settings=None) -> LRFinderResult:
+    """Sweep the learning rate exponentially over a fixed number of steps and suggest one.
 
     Runs on a copy of ``model``: the caller's weights and optimizer state are untouched.
     Uses the model's own optimizer kind and settings (Nadam if it is not compiled yet).
 
     Args:
-        steps: number of batches (default: the mode's ``lr_sweep_steps``), at most one epoch.
+        steps: number of batches (default: the mode's ``lr_sweep_steps``), whatever the size
+            of the data: a small training set is gone through again, reshuffled, as often
+            as the steps need.
         stop_factor: stop once the smoothed loss exceeds ``stop_factor`` times its minimum.
         beta: smoothing factor; default ``1 - 20 / steps`` (within 0.8 to 0.98), an average
             over about 5% of the sweep: a longer memory lags and shifts the minimum to
             higher rates.
         chunk: steps per compiled call; the divergence check runs between chunks.
+        fallback: the rate to suggest when the sweep cannot (a loss not finite from the
+            start, or rising from the first rate on): a line says why, and the result's
+            ``rule`` names the fallback. None: raise instead.
     Returns:
         ``LRFinderResult``; the suggestion is the rate at the smoothed minimum, divided by 10.
     Raises:
-        FloatingPointError: the loss is not finite from the first steps on, so no rate can
-            be suggested (check that the inputs are scaled and the model is sane).
+        FloatingPointError: without a ``fallback``, when no rate can be suggested (check
+            that the inputs are scaled and the model is sane).
     """
     settings = settings or config.SETTINGS
     batch_size = settings.batch_size if batch_size is None else batch_size
     training.check_data(model, data, batch_size)
-    n_batches = len(data.y_train) // batch_size
-    steps = min(settings.lr_sweep_steps if steps is None else steps, n_batches)
+    steps = settings.lr_sweep_steps if steps is None else steps
     schedule = ExponentialSweep(min_rate, max_rate, steps)
     beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
     probe = keras.models.clone_model(model)
@@ -113,7 +117,7 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
         keras.losses.SparseCategoricalCrossentropy() if getattr(model, "loss", None) is None else model.loss)
     stepper = engine.stepper_for(probe)
     x, y = stepper.device_arrays(data.x_train, data.y_train)
-    full, _ = engine.batch_indices(len(data.y_train), batch_size, np.random.default_rng(seed))
+    full = sweep_batches(len(data.y_train), batch_size, steps, seed)
     start = time.perf_counter()
     losses, stopped = [], f"reached max rate {max_rate:g}"
     empty = np.empty(0, dtype=full.dtype)
@@ -129,21 +133,47 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-6, max_
     seconds = time.perf_counter() - start
     finite = [l for l in losses if math.isfinite(l)]
     if len(finite) < 2:
-        raise FloatingPointError(
-            f"the loss was not finite from the first steps on (losses {losses[:3]}) at rates from "
-            f"{min_rate:g}: no learning rate can be suggested. Check that the inputs are scaled or "
-            "standardized, and try a lower min_rate.")
+        return _cannot_suggest(
+            f"the loss was not finite from the first steps on (losses {losses[:3]}) at rates from {min_rate:g}: "
+            "no learning rate can be suggested. Check that the inputs are scaled or standardized, and try a "
+            "lower min_rate", fallback, stopped, seconds)
     if not math.isfinite(losses[-1]):  # only the last can be: the sweep stops at the first
         losses = losses[:-1]
     s = smooth(losses, beta)
     rates = schedule.rate_at(np.arange(len(losses)))
     best = int(np.argmin(s))
     if best == 0:
-        raise FloatingPointError(f"the loss only rose from the first rate {min_rate:g} on: "
-                                 "start the sweep at a lower min_rate")
+        return _cannot_suggest(f"the loss only rose from the first rate {min_rate:g} on: start the sweep at a "
+                               "lower min_rate", fallback, stopped, seconds, rates, losses, s)
     return LRFinderResult(rates=tuple(rates.tolist()), losses=tuple(losses), smoothed=tuple(s.tolist()),
                           suggestion=float(rates[best] / 10), rule="rate at minimum smoothed loss / 10",
                           stopped=stopped, seconds=seconds)
+
+
+def sweep_batches(n: int, batch_size: int, steps: int, seed) -> np.ndarray:
+    """``steps`` full batches of sample indices: shuffled passes over the ``n`` samples, as many as needed.
+
+    The first pass is drawn from ``seed``, the next ones from ``(seed, 1)``, ``(seed, 2)``, ...
+    """
+    if n < batch_size:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} images)")
+    passes, batches = 0, []
+    while sum(len(b) for b in batches) < steps:
+        rng = np.random.default_rng(seed if passes == 0 else (seed, passes))
+        batches.append(engine.batch_indices(n, batch_size, rng)[0])
+        passes += 1
+    return np.concatenate(batches)[:steps]
+
+
+def _cannot_suggest(reason, fallback, stopped, seconds, rates=(), losses=(), smoothed=()):
+    """The sweep gave no suggestion: raise, or return ``fallback`` with a line that says why."""
+    if fallback is None:
+        raise FloatingPointError(reason)
+    training.check_learning_rate(fallback)
+    print(f"LR finder: {reason}; using the fallback rate {fallback:.2e} instead")
+    return LRFinderResult(rates=tuple(np.asarray(rates).tolist()), losses=tuple(losses),
+                          smoothed=tuple(np.asarray(smoothed).tolist()), suggestion=float(fallback),
+                          rule="fallback: the sweep could not suggest a rate", stopped=stopped, seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -192,24 +222,66 @@ def compare_learning_rates(build_model, data, rates, epochs: int | None = None, 
         return training.train(model, data, f"{variant} lr={rate:.1e}", max_epochs=epochs,
                               patience=epochs, verbose=0, evaluate_test=False, settings=settings)
 
-    def score(record):  # a diverged candidate (NaN loss) never wins
-        finite = [v for v in record.history["val_loss"] if math.isfinite(v)]
-        return min(finite) if finite else math.inf
-
     tried = {rate: run(rate) for rate in rates}
     extended = []
-    while len(extended) < max_extra:
-        ordered = sorted(tried)
-        best = min(ordered, key=lambda r: score(tried[r]))
-        if best == ordered[-1]:
-            nxt = best * best / ordered[-2]
-        elif best == ordered[0]:
-            nxt = best * best / ordered[1]
-        else:
-            break
+    while len(extended) < max_extra and (nxt := next_rate(tried)) is not None:
         tried[nxt] = run(nxt)
         extended.append(nxt)
     records = list(tried.values())
     best = min(records, key=score)
     return RateComparison(records=tuple(records), best_rate=best.learning_rate,
+                          seconds=time.perf_counter() - start, extended=tuple(extended))
+
+
+def score(record) -> float:
+    """A candidate's best validation loss; a diverged one (NaN loss) never wins."""
+    finite = [v for v in record.history["val_loss"] if math.isfinite(v)]
+    return min(finite) if finite else math.inf
+
+
+def next_rate(tried: dict):
+    """The rate beyond the winning edge of ``{rate: record}`` (same ratio as the last step), or None.
+
+    A winner at an edge says the bracket was too narrow on that side (notebook 02's rule).
+    """
+    ordered = sorted(tried)
+    best = min(ordered, key=lambda r: score(tried[r]))
+    if best == ordered[-1]:
+        return best * best / ordered[-2]
+    if best == ordered[0]:
+        return best * best / ordered[1]
+    return None
+
+
+def compare_full_trainings(build_model, data, rates, *, prefix: str, seed: int = config.SEARCH_SEED,
+                           max_extra: int = 2, **train_many_kwargs) -> RateComparison:
+    """Train at each rate to the end (early stopping), side by side; the lowest validation loss wins.
+
+    For networks whose short check misleads (batch norm learns fast at first at any rate,
+    notebook 03): full trainings of the search seed, then, while the winner is at an edge,
+    the next rate beyond it, at most ``max_extra`` times (``next_rate``). Records are named
+    ``{prefix}_lr_{rate:.1e}``; the test set is left alone.
+    Args: ``build_model(seed)`` as ``parallel.train_many``'s; ``train_many_kwargs`` go to it.
+    Used in: notebooks 03-06.
+    """
+    from helpers import parallel
+
+    rates = [float(r) for r in rates]
+    if len(rates) < 2 or any(not (0 < a < b) for a, b in zip(rates, rates[1:])):
+        raise ValueError(f"rates must be at least two positive, increasing values, got {rates}")
+    start = time.perf_counter()
+    train_many_kwargs.setdefault("evaluate_test", False)
+
+    def run(*rates_):
+        many = parallel.train_many(build_model, data, [parallel.Run(f"{prefix}_lr_{r:.1e}", seed, r) for r in rates_],
+                                   **train_many_kwargs)
+        return dict(zip(rates_, many.records))
+
+    tried = run(*rates)
+    extended = []
+    while len(extended) < max_extra and (nxt := next_rate(tried)) is not None:
+        tried |= run(nxt)
+        extended.append(nxt)
+    records = [tried[r] for r in sorted(tried)]
+    return RateComparison(records=tuple(records), best_rate=min(records, key=score).learning_rate,
                           seconds=time.perf_counter() - start, extended=tuple(extended))

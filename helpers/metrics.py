@@ -6,6 +6,8 @@ predictions. This helper refuses shapes that would broadcast.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -53,6 +55,28 @@ def wilson_interval(accuracy_value: float, n: int, z: float = 1.96) -> tuple[flo
     centre = (accuracy_value + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(accuracy_value * (1 - accuracy_value) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(centre - half), float(centre + half)
+
+
+def mcnemar(right_a, right_b) -> tuple[int, int, float]:
+    """Two models on the same images, compared image by image: McNemar's exact test.
+
+    Only the images where they disagree count: ``only_a`` right for A alone, ``only_b`` for B
+    alone. If the models were equally good, each disagreement would go either way with
+    probability 1/2; the p-value is the two-sided binomial probability of a split at least
+    this uneven. Overlapping intervals of two accuracies say much less: both are measured
+    on the same images, so most of their sampling noise is shared.
+    Returns: ``(only_a, only_b, p_value)``. Used in: notebooks 05, 06.
+    """
+    right_a, right_b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    if right_a.shape != right_b.shape or right_a.ndim != 1:
+        raise ValueError(f"need two (N,) arrays of right/wrong for the same images, got {right_a.shape} "
+                         f"and {right_b.shape}")
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return only_a, only_b, 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return only_a, only_b, min(1.0, 2 * tail / 2 ** n)
 
 
 def _check_probabilities(y_true, probabilities):

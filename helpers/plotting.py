@@ -63,28 +63,35 @@ def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark
 def plot_lr_finder(result, ax=None):
     """Smoothed loss against learning rate (log scale), the suggestion marked with its rule.
 
-    The y-range runs from the minimum to the end of the sweep, so the divergence that
-    stopped it stays in sight; the last rate tried is marked.
+    The loss axis shows the informative range: from a little under the minimum to the
+    start of the sweep or chance level, whichever is higher (a divergence runs off the
+    top); chance level, ln 10 for ten classes, is marked. A fallback result (the sweep
+    could not suggest a rate) shows what the sweep recorded and says so.
     Used in: notebooks 02-06.
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(result.rates, result.losses, color="0.75", lw=0.8, label="batch loss")
-    ax.plot(result.rates, result.smoothed, color="C0", label="smoothed loss")
-    best = int(np.argmin(result.smoothed))
-    ax.plot(result.rates[best], result.smoothed[best], "o", color="C0",
-            label=f"smoothed minimum at {result.rates[best]:.2g}")
-    ax.axvline(result.suggestion, color="C3", ls="--",
-               label=f"suggestion {result.suggestion:.2g} ({result.rule})")
-    ax.axvline(result.rates[-1], color="0.3", ls=":", label=f"sweep ended at {result.rates[-1]:.2g}")
+        _, ax = plt.subplots(figsize=(9, 4))
+    chance = float(np.log(10))
+    ax.axhline(chance, color="0.45", lw=0.8, ls="-.", label=f"chance level, ln 10 = {chance:.2f}")
+    if len(result.smoothed) >= 2:
+        ax.plot(result.rates, result.losses, color="0.75", lw=0.8, label="batch loss")
+        ax.plot(result.rates, result.smoothed, color="C0", label="smoothed loss")
+        best = int(np.argmin(result.smoothed))
+        ax.plot(result.rates[best], result.smoothed[best], "o", color="C0",
+                label=f"smoothed minimum at {result.rates[best]:.2g}")
+        ax.axvline(result.rates[-1], color="0.3", ls=":", label=f"sweep ended at {result.rates[-1]:.2g}")
+        lo = min(result.smoothed)
+        hi = max(result.smoothed[0], chance)
+        ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.15 * (hi - lo))
+    else:
+        ax.text(0.5, 0.5, "the sweep recorded no finite loss", transform=ax.transAxes, ha="center")
+    ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggestion {result.suggestion:.2g}\n({result.rule})")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (cross-entropy, nats)")
-    # from a little under the minimum to the highest smoothed loss (the divergence at the end)
-    lo, hi = min(result.smoothed), max(result.smoothed)
-    ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
     ax.set_title(f"LR finder: {len(result.rates)} steps, {result.stopped}")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    ax.figure.tight_layout()
     return ax.figure
 
 

@@ -40,6 +40,13 @@ class RunRecord:
     stopped: str  # "early_stopping", "max_epochs" or "nan"
     history: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    # the predicted class of each test image, as one digit each ("" if the test set was not evaluated):
+    # two models compared image by image (metrics.mcnemar), from their records alone
+    test_predictions: str = ""
+
+    def test_predicted(self) -> np.ndarray:
+        """The predicted class of each test image, as integers (empty if the test set was not evaluated)."""
+        return np.frombuffer(self.test_predictions.encode("ascii"), dtype=np.uint8) - ord("0")
 
     def __post_init__(self):
         if self.mode not in config.MODES:
@@ -113,7 +120,8 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
                          f"that trains {variant!r} again, which rewrites it (or delete the file)") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object")
-    missing = sorted(set(RunRecord.__dataclass_fields__) - set(content))
+    optional = {"test_predictions"}  # added later; older records load without it
+    missing = sorted(set(RunRecord.__dataclass_fields__) - set(content) - optional)
     if missing:
         raise ValueError(f"{path} lacks {missing}: a record of an older or other format. Run the notebook that "
                          f"trains {variant!r} again to rewrite it")

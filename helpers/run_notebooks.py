@@ -1,12 +1,18 @@
 """Execute the notebook series headless, in order, with progress bars and wall times.
 
-    python -m helpers.run_notebooks            # full mode: executes notebooks/ in place
-    python -m helpers.run_notebooks --quick    # quick mode: writes to results/quick/notebooks/
-    python -m helpers.run_notebooks 02         # only the notebooks whose names contain "02"
+    python -m helpers.run_notebooks                          # full mode: executes notebooks/ in place
+    python -m helpers.run_notebooks --quick                  # quick mode: writes to results/quick/notebooks/
+    python -m helpers.run_notebooks 02                       # only the notebooks whose names contain "02"
+    python -m helpers.run_notebooks --quick --backend tensorflow   # the series under TensorFlow
+    python -m helpers.run_notebooks --quick --train-many vmap      # train_many's GPU code path, on any machine
 
 Full mode writes the outputs into the notebooks themselves (what is committed); quick
-mode never touches them. The kernels inherit this process's environment, so
-KERAS_BACKEND chooses the backend (JAX when unset, as in the notebooks).
+mode never touches them. The kernels inherit this process's environment, plus the mode,
+the backend and the train_many method asked for here (this process's own environment
+stays as it was). A saved notebook keeps what a reader sees at the end: a progress bar
+that redrew itself in place is kept at its last state, and the metadata JupyterLab
+would fill in (kernel spec, language info) is filled in, so that opening a notebook
+does not mark it modified.
 """
 from __future__ import annotations
 
@@ -16,16 +22,42 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import config
 from helpers.config import PROJECT_ROOT
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
-def notebooks(selection=()) -> list[Path]:
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+def notebooks(selection=(), folder=None) -> list[Path]:
+    paths = sorted(Path(folder or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
     if selection:
         paths = [p for p in paths if any(s in p.name for s in selection)]
     return paths
+
+
+def last_state(text: str) -> str:
+    """Each line as it was last drawn: what follows its last carriage return (a progress bar's end)."""
+    lines = []
+    for line in text.split("\n"):
+        parts = [p for p in line.split("\r") if p.strip()]  # a bar cleared with spaces is no state
+        lines.append(parts[-1] if parts else "")
+    return "\n".join(lines)
+
+
+def tidy_outputs(cell) -> None:
+    """Adjacent stream outputs of one stream merged, and each line kept at its last drawn state."""
+    outputs = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and outputs and outputs[-1].get("output_type") == "stream" \
+                and outputs[-1].get("name") == out.get("name"):
+            outputs[-1]["text"] += out["text"]
+        else:
+            outputs.append(out)
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            out["text"] = last_state(out["text"])
+    cell["outputs"] = outputs
 
 
 def execute(path: Path, out: Path, bar=None, env: dict | None = None) -> float:
@@ -41,11 +73,16 @@ def execute(path: Path, out: Path, bar=None, env: dict | None = None) -> float:
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     with client.setup_kernel(env=dict(os.environ if env is None else env)):
+        info = client.wait_for_reply(client.kc.kernel_info())
+        nb.metadata["language_info"] = info["content"]["language_info"]
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)
+            if cell.cell_type == "code":
+                tidy_outputs(cell)
             if bar is not None:
                 bar.update(1)
     seconds = time.perf_counter() - start
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nbformat.write(nb, out)
     return seconds
 
@@ -56,6 +93,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.run_notebooks", description=__doc__.split("\n")[0])
     parser.add_argument("select", nargs="*", help="run only notebooks whose file name contains one of these")
     parser.add_argument("--quick", action="store_true", help="quick mode, outputs to results/quick/notebooks/")
+    parser.add_argument("--backend", choices=("jax", "tensorflow"),
+                        help="Keras' backend in the kernels (default: KERAS_BACKEND, else JAX if installed)")
+    parser.add_argument("--train-many", choices=config.TRAIN_MANY_METHODS,
+                        help="how train_many trains several networks (CIFAR10_TRAIN_MANY; default: the machine's)")
     args = parser.parse_args(argv)
     paths = notebooks(args.select)
     if not paths:
@@ -64,8 +105,10 @@ def main(argv=None) -> int:
     # the kernels' environment only: this process's own stays as it was (a test that calls
     # main() must not switch later notebook tests to full mode)
     env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full"}
-    env.setdefault("KERAS_BACKEND", "jax")
-    out_dir = PROJECT_ROOT / "results" / "quick" / "notebooks" if args.quick else NOTEBOOKS
+    for name, value in (("KERAS_BACKEND", args.backend), ("CIFAR10_TRAIN_MANY", args.train_many)):
+        if value:
+            env[name] = value
+    out_dir = config.settings_for("quick").results_dir / "notebooks" if args.quick else paths[0].parent
     out_dir.mkdir(parents=True, exist_ok=True)
     import nbformat
 
@@ -83,8 +126,9 @@ def main(argv=None) -> int:
                 times[path.name] = execute(path, out_dir / path.name, Both, env)
             tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
     total = sum(times.values())
-    print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode, KERAS_BACKEND={env['KERAS_BACKEND']}: "
-          f"{total:.0f} s ({total / 60:.1f} min) in all")
+    ways = ", ".join(f"{k}={env[k]}" for k in ("KERAS_BACKEND", "CIFAR10_TRAIN_MANY") if env.get(k))
+    print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode{', ' + ways if ways else ''}: "
+          f"{total:.0f} s ({total / 60:.1f} min) in all; written to {out_dir}")
     return 0
 
 

@@ -301,6 +301,22 @@ def train_networks(networks, data, runs, *, max_epochs: int | None = None, patie
     return records
 
 
+def time_alone(networks: dict, epochs: int = 3, settings=None) -> dict:
+    """Seconds per epoch of each network trained alone, one after another, here: the series' one way to time.
+
+    ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a
+    compiled model. Each trains ``epochs`` epochs (no early stopping, no checkpoint, the test
+    set left alone); its time is the median of the epochs after the first (which compiles).
+    Trained side by side in one process at one time, the figures compare; seconds measured
+    at other moments, or while other trainings share the cores, do not (a shared machine's
+    speed varies up to 3x from day to day). Returns ``{label: seconds per epoch}``.
+    Used in: notebooks 03-06.
+    """
+    return {label: train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs, verbose=0,
+                         evaluate_test=False, resume=False, settings=settings, **kwargs).seconds_per_epoch
+            for label, (make_model, data, kwargs) in networks.items()}
+
+
 def resolve_lengths(settings, max_epochs, patience, batch_size):
     """The mode's defaults for what is None; refuses zero or negative values."""
     max_epochs = settings.max_epochs if max_epochs is None else max_epochs
@@ -364,6 +380,8 @@ def finish(model, data, variant, state: TrainingState, settings, stepper, *, see
                                              engine.EVAL_BATCH_SIZE)
     test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), engine.EVAL_BATCH_SIZE)
                            if evaluate_test else (math.nan, math.nan))
+    predicted = (model.predict(data.x_test, batch_size=engine.EVAL_BATCH_SIZE, verbose=0).argmax(axis=1)
+                 if evaluate_test and model.output_shape[-1] <= 10 else [])
     times = state.history["epoch_seconds"]
     stopped = state.stopped or "max_epochs"
     watched = "val_loss" if state.monitor == "val_loss" else "val_accuracy (highest)"
@@ -380,7 +398,8 @@ def finish(model, data, variant, state: TrainingState, settings, stepper, *, see
                 "early_stopping": f"{watched}, best weights restored", "seed": seed,
                 "preprocessing": data.preprocessing, "sizes": data.sizes(),
                 "fast_path": isinstance(stepper, engine.JaxStepper), "versions": versions(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_config or {})})
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_config or {})},
+        test_predictions="".join(map(str, predicted)))
     return record
 
 

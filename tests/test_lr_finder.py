@@ -4,7 +4,8 @@ import pytest
 
 from helpers import engine, training
 from helpers.data import Dataset
-from helpers.lr_finder import ExponentialSweep, compare_learning_rates, find_learning_rate, smooth
+from helpers.lr_finder import (ExponentialSweep, compare_full_trainings, compare_learning_rates, find_learning_rate,
+                               smooth, sweep_batches)
 from helpers.models import build_dnn
 from tests.synthetic import blobs
 from tests.backends import once
@@ -76,6 +77,26 @@ def test_finder_stops_on_divergence_and_suggests_a_sane_rate():
     assert result.rule == "rate at minimum smoothed loss / 10"
 
 
+def test_the_sweep_has_its_steps_whatever_the_size_of_the_data():
+    """15 batches of 128 in the data, 60 steps asked: the data is gone through 4 times, reshuffled."""
+    model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))
+    result = find_learning_rate(model, blobs(n_train=1920), steps=60, batch_size=128, chunk=20)
+    assert len(result.rates) == 60 or "diverged" in result.stopped
+    batches = sweep_batches(1920, 128, 60, seed=0)
+    assert batches.shape == (60, 128)
+    for first in range(0, 60, 15):  # each pass uses every sample once
+        assert sorted(batches[first:first + 15].ravel()) == list(range(1920))
+    assert batches[:15].tolist() != batches[15:30].tolist()  # in another order
+
+
+def test_a_sweep_that_cannot_suggest_falls_back_and_says_so(capsys):
+    model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,),
+                      initializer=keras.initializers.RandomNormal(stddev=1e20))  # NaN from the first step
+    result = find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32, chunk=10, fallback=5e-4)
+    assert result.suggestion == 5e-4 and result.rule.startswith("fallback")
+    assert "using the fallback rate 5.00e-04" in capsys.readouterr().out
+
+
 def test_diverging_model_gives_a_clear_message():
     """Sane data, but weights so large that the loss is NaN from the first step."""
     model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,),
@@ -137,3 +158,17 @@ def test_a_winner_at_the_edge_extends_the_bracket_in_its_direction():
     assert cmp.best_rate == pytest.approx(1e-4)
     inside = compare_learning_rates(build, blobs(), [1e-6, 1e-2, 1e3], epochs=2, fraction=1.0, max_extra=2)
     assert inside.extended == () and inside.best_rate == pytest.approx(1e-2)  # a winner inside: no extension
+
+
+def test_full_trainings_side_by_side_extend_the_bracket_like_the_short_check():
+    """Rates far too low for blobs: the top one wins, so the search trains the next one up (ratio 10)."""
+    def build(seed):
+        return build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,), seed=seed)
+
+    cmp = compare_full_trainings(build, blobs(), [1e-7, 1e-6], prefix="blob", max_extra=1, n_jobs=1, verbose=0,
+                                 max_epochs=2, patience=2)
+    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-7, 1e-6, 1e-5])
+    assert cmp.extended == pytest.approx((1e-5,)) and cmp.best_rate == pytest.approx(1e-5)
+    assert [r.variant for r in cmp.records] == ["blob_lr_1.0e-07", "blob_lr_1.0e-06", "blob_lr_1.0e-05"]
+    assert all(r.config["seed"] == 0 for r in cmp.records)  # the search seed, never a final model's
+    assert all(np.isnan(r.test_accuracy) for r in cmp.records)  # the test set left alone

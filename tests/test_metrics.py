@@ -70,6 +70,21 @@ def test_roc_area_on_hand_made_scores():
     assert roc_auc([0.5, 0.5, 0.5], [0, 1, 1]) == pytest.approx(0.5)  # ties count one half
 
 
+def test_mcnemar_counts_the_disagreements_and_gives_the_exact_two_sided_p_value():
+    from helpers.metrics import mcnemar
+
+    a = np.array([1, 1, 1, 0, 0, 1, 1, 0], bool)
+    b = np.array([1, 0, 0, 0, 1, 1, 0, 0], bool)
+    # disagreements: A alone right on 3 images, B alone on 1; P(split at least 3-1 of 4) = 2 * (1 + 4) / 16
+    assert mcnemar(a, b) == (3, 1, pytest.approx(0.625))
+    assert mcnemar(a, a) == (0, 0, 1.0)
+    many_a, many_b = np.r_[np.ones(60, bool), np.zeros(40, bool)], np.r_[np.zeros(60, bool), np.ones(40, bool)]
+    only_a, only_b, p = mcnemar(many_a, many_b)  # 60 against 40: two-sided binomial p = 0.0569
+    assert (only_a, only_b) == (60, 40) and p == pytest.approx(0.05689, abs=1e-4)
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar(a, b[:5])
+
+
 @pytest.mark.parametrize("call", [
     lambda m: m.roc_auc([0.1, 0.2], [1, 1]),                         # no negatives
     lambda m: m.roc_auc([0.1, 0.2, 0.3], [1, 0]),                    # lengths differ

@@ -56,21 +56,35 @@ def test_figures_are_saved_in_full_mode_only(tmp_path):
     plt.close(fig)
 
 
-def test_lr_finder_plot_marks_minimum_and_suggestion():
+def test_lr_finder_plot_marks_minimum_suggestion_and_chance_and_zooms_on_what_informs():
     from helpers.lr_finder import LRFinderResult
 
     rates = tuple(np.logspace(-6, 0, 50))
-    losses = tuple(2.3 - np.sin(np.linspace(0, 3, 50)))
+    losses = tuple(np.r_[2.3 - np.sin(np.linspace(0, 3, 45)), [5.0, 9.0, 20.0, 60.0, 200.0]])  # then it diverges
     result = LRFinderResult(rates, losses, losses, suggestion=1e-4, rule="rate at minimum smoothed loss / 10",
                             stopped="test", seconds=1.0)
     fig = plotting.plot_lr_finder(result)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and "learning rate" in ax.get_xlabel() and ax.get_title()
-    labels = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    labels = " ".join(t.get_text() for t in ax.get_legend().get_texts()).replace("\n", " ")
     assert "suggestion 0.0001 (rate at minimum smoothed loss / 10)" in labels and "minimum" in labels
-    assert "sweep ended at 1" in labels
+    assert "sweep ended at 1" in labels and "chance level, ln 10 = 2.30" in labels
     lo, hi = ax.get_ylim()
-    assert lo < min(losses) and hi >= max(losses)  # the divergence at the end stays in sight
+    assert lo < min(losses) and np.log(10) < hi < 4  # the minimum and chance in sight; the blow-up runs off the top
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend.x0 >= ax.get_window_extent(fig.canvas.get_renderer()).x1  # outside the data
+    plt.close(fig)
+
+
+def test_lr_finder_plot_of_a_fallback_says_what_happened():
+    from helpers.lr_finder import LRFinderResult
+
+    result = LRFinderResult((), (), (), suggestion=5e-4, rule="fallback: the sweep could not suggest a rate",
+                            stopped="stopped at 1e-06: loss diverged", seconds=1.0)
+    fig = plotting.plot_lr_finder(result)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["the sweep recorded no finite loss"]
+    assert "fallback" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     plt.close(fig)
 
 

@@ -113,6 +113,25 @@ def test_seed_summary_gives_means_and_range_per_variant():
         results.seed_summary({"empty": []})
 
 
+def test_test_predictions_travel_with_the_record_and_older_records_load_without_them(tmp_path):
+    import json
+
+    from helpers import training
+    from helpers.models import build_dnn
+    from tests.synthetic import blobs
+
+    data = blobs(n_train=64, n_valid=16, n_test=16)
+    model = training.compile_model(build_dnn(n_hidden=1, n_neurons=8, input_shape=(20,), seed=0), 1e-2)
+    record = training.train(model, data, "p", max_epochs=1, patience=1, verbose=0, resume=False)
+    predicted = record.test_predicted()
+    assert len(predicted) == 16 and (predicted == model.predict(data.x_test, verbose=0).argmax(1)).all()
+    assert np.mean(predicted == data.y_test) == pytest.approx(record.test_accuracy)
+    path = results.save_run(record, directory=tmp_path)
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k != "test_predictions"}
+    path.write_text(json.dumps(older))
+    assert results.load_run("p", directory=tmp_path).test_predictions == ""
+
+
 def test_load_seeds_reads_the_three_records(tmp_path):
     for name in ("selu", "selu_seed1", "selu_seed2"):
         results.save_run(make_record(name), tmp_path)
