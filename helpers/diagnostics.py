@@ -23,6 +23,36 @@ class LayerStats:
     grad_norm: tuple  # L2 norm of the loss gradient with respect to the layer's kernel
 
 
+@dataclass(frozen=True)
+class WeightSums:
+    """Per hidden layer, over its units: each unit's incoming weights summed, and their squares summed.
+
+    For one unit with ``n`` inputs, the sum is ``n * mean(w)`` and the sum of squares
+    ``n * (variance(w) + mean(w)**2)``: with LeCun normal weights, about 0 and 1.
+    """
+
+    sum_mean: tuple  # mean over the layer's units of sum_i w_ij
+    sum_std: tuple  # their standard deviation over units
+    square_mean: tuple  # mean over units of sum_i w_ij**2
+    square_std: tuple
+
+
+def weight_sums(model: keras.Model) -> WeightSums:
+    """The two weight conditions of self-normalization (Klambauer et al., 2017), per hidden layer.
+
+    Their fixed point (activations of mean 0 and variance 1, layer after layer) is derived
+    for weights whose per-unit sum is near 0 and sum of squares near 1, not for a moment
+    in training: this measures both, at initialization or after training.
+    Used in: notebook 04.
+    """
+    _, dense = hidden_outputs(model)
+    kernels = [np.asarray(keras.ops.convert_to_numpy(d.kernel), dtype=np.float64) for d in dense]
+    sums, squares = [k.sum(axis=0) for k in kernels], [(k ** 2).sum(axis=0) for k in kernels]
+    return WeightSums(sum_mean=tuple(float(s.mean()) for s in sums), sum_std=tuple(float(s.std()) for s in sums),
+                      square_mean=tuple(float(q.mean()) for q in squares),
+                      square_std=tuple(float(q.std()) for q in squares))
+
+
 def hidden_outputs(model: keras.Model):
     """The output tensors of the hidden layers: each Dense (or the Activation after its BN)."""
     outs, layers = [], model.layers

@@ -296,6 +296,15 @@ class KerasStepper:
         return out["loss"], out["accuracy"]
 
 
+def precompile_for_workers(model, data, batch_size: int, evaluate_test: bool = True):
+    """Compile ``model``'s epoch for ``data``'s shapes into JAX's disk cache, where worker processes load it."""
+    if keras.backend.backend() != "jax":
+        return
+    enable_compilation_cache()
+    sizes = [len(data.y_valid)] + ([len(data.y_test)] if evaluate_test else [])
+    JaxStepper(model).precompile(len(data.y_train), data.x_train.shape[1:], batch_size, sizes)
+
+
 def enable_compilation_cache(directory=None):
     """Keep JAX's compiled steps on disk, so that another process skips compiling them.
 

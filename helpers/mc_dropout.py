@@ -62,6 +62,16 @@ class MCPredictions:
         """(N,): predictive entropy of the mean probabilities, in nats (0: certain; ln 10: uniform)."""
         return predictive_entropy(self.mean)
 
+    @property
+    def mutual_information(self) -> np.ndarray:
+        """(N,): predictive entropy minus the mean entropy of the passes, in nats.
+
+        The part of the uncertainty that comes from the passes disagreeing (the weights'
+        uncertainty, in Gal and Ghahramani's reading), as opposed to each pass being
+        unsure on its own: 0 when every pass predicts the same distribution.
+        """
+        return self.entropy - predictive_entropy(self.samples).mean(axis=0)
+
     def running_mean(self, k: int) -> np.ndarray:
         """Mean probabilities of the first ``k`` passes."""
         if not 1 <= k <= len(self.samples):

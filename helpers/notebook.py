@@ -60,9 +60,11 @@ def setup(settings=None):
     note = ("full data, committed results" if settings.mode == "full"
             else "a small subset for smoke tests: numbers below are not meaningful")
     print(f"mode: {settings.mode} ({note})")
-    print(f"seed: {config.SEED}   batch size: {settings.batch_size}   max epochs: {settings.max_epochs}   "
-          f"patience: {settings.patience}")
+    print(f"seeds: {config.SEARCH_SEED} for searches, {', '.join(map(str, config.SEEDS))} for final models; "
+          f"batch size {settings.batch_size}, at most {settings.max_epochs} epochs, patience {settings.patience}")
+    machine = v.pop("machine")
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    print(f"machine: {machine}")
     folder = settings.results_dir
     shown = folder.relative_to(config.PROJECT_ROOT) if folder.is_relative_to(config.PROJECT_ROOT) else folder
     print(f"results folder: {shown}/")

@@ -12,10 +12,24 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from helpers import config
+from helpers.results import name_of, variant_of
 
-VARIANT_COLORS = dict(zip(
-    ("baseline", "bn", "selu", "alpha_dropout", "mc_dropout", "onecycle"),
-    sns.color_palette("colorblind", 6)))
+# One colour per variant in every figure, hues kept apart (matplotlib's qualitative tab10/tab20)
+_TAB = plt.get_cmap("tab20").colors
+VARIANT_COLORS = {
+    "baseline": _TAB[0],           # blue
+    "input_bn": _TAB[18],          # cyan
+    "bn_hidden": _TAB[16],         # olive
+    "bn": _TAB[2],                 # orange
+    "bn_128": _TAB[12],            # pink
+    "selu": _TAB[4],               # green
+    "alpha_dropout": _TAB[8],      # purple
+    "mc_dropout": _TAB[9],         # light purple
+    "onecycle": _TAB[6],           # red
+    "onecycle_30": _TAB[10],       # brown
+    "onecycle_30_flip": _TAB[14],  # grey
+}
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0, "fontsize": "small"}
 
 
 def use_style():
@@ -24,8 +38,8 @@ def use_style():
 
 
 def color_of(variant: str, i: int = 0):
-    """A variant's fixed colour; other names get palette colours by position."""
-    return VARIANT_COLORS.get(variant, sns.color_palette("dark", 10)[i % 10])
+    """A variant's fixed colour (seed suffixes ignored); other names get palette colours by position."""
+    return VARIANT_COLORS.get(variant_of(variant), sns.color_palette("dark", 10)[i % 10])
 
 
 def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark_best=True):
@@ -45,15 +59,15 @@ def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark
         for i, r in enumerate(records):
             epochs = range(1, r.epochs + 1)
             c = color_of(r.variant, i)
-            ax.plot(epochs, r.history[metric], "--", color=c, alpha=0.7, label=f"{r.variant} train")
-            ax.plot(epochs, r.history[f"val_{metric}"], "-", color=c, label=f"{r.variant} valid")
+            ax.plot(epochs, r.history[metric], "--", color=c, alpha=0.7, label=f"{name_of(r.variant)}, train")
+            ax.plot(epochs, r.history[f"val_{metric}"], "-", color=c, label=f"{name_of(r.variant)}, valid")
             if mark_best:
                 ax.plot(r.best_epoch, r.history[f"val_{metric}"][r.best_epoch - 1], "o", color=c)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{metric} (cross-entropy, nats)" if metric == "loss" else f"{metric} (fraction)")
-        ax.set_title(f"{metric}: train (dashed) vs validation (solid); dot = best epoch")
-        ax.legend(fontsize="small")
+        ax.set_title(f"{metric}: train (dashed), validation (solid); dot: best epoch", fontsize="medium")
+    axes[0][-1].legend(**OUTSIDE)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -90,7 +104,7 @@ def plot_lr_finder(result, ax=None):
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (cross-entropy, nats)")
     ax.set_title(f"LR finder: {len(result.rates)} steps, {result.stopped}")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    ax.legend(**OUTSIDE)
     ax.figure.tight_layout()
     return ax.figure
 
@@ -126,7 +140,7 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
         ax.set_title(subtitle)
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="small")
+    axes[2].legend(**OUTSIDE)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -157,41 +171,100 @@ def plot_activation_stats(stats, title="Activations of every hidden layer, valid
     axes[0].set_title("mean (self-normalizing aims at 0)")
     axes[1].set_title("standard deviation (self-normalizing aims at 1)")
     axes[1].set_yscale("log")
-    axes[1].legend(fontsize="small", loc="best")
+    axes[1].legend(**OUTSIDE)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def plot_validation_curves(groups, title="Validation curves", metric="val_accuracy", seconds_per_epoch=None):
-    """Validation metric of each run against epochs and against wall-clock seconds, side by side.
+    """Each group of seeds against epochs and against seconds: the mean as a line, the seeds' range as a band.
 
     Args:
-        groups: ``{label: [RunRecord, ...]}``; every seed drawn, the same colour per label.
-        seconds_per_epoch: ``{label: seconds}`` measured side by side; if given, the time axis
-            is epochs x these (records trained on different days are then comparable),
+        groups: ``{variant: [RunRecord, ...]}`` (``"bn"``: the records of its seeds); named and
+            coloured as everywhere in the series (``results.VARIANT_NAMES``). Drawn up to the
+            epoch every seed reached (early stopping ends them at different epochs).
+        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
+            the time axis is then epochs x these, comparable across notebooks and days;
             else each record's own epoch times.
     Used in: notebooks 03-06.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
-    for i, (label, records) in enumerate(groups.items()):
-        c = color_of(records[0].variant.split("_seed")[0], i)
-        for k, r in enumerate(records):
-            values = r.history[metric]
-            seconds = (np.arange(1, r.epochs + 1) * seconds_per_epoch[label] if seconds_per_epoch
-                       else np.cumsum(r.history["epoch_seconds"]))
-            for ax, x in zip(axes, (range(1, r.epochs + 1), seconds)):
-                ax.plot(x, values, "-", color=c, alpha=0.9 if k == 0 else 0.45, lw=1.4 if k == 0 else 1.0,
-                        label=f"{label} ({len(records)} seeds)" if k == 0 else None)
+    for i, (variant, records) in enumerate(groups.items()):
+        records = list(records)
+        n = min(r.epochs for r in records)
+        values = np.array([r.history[metric][:n] for r in records], dtype=np.float64)
+        epochs = np.arange(1, n + 1)
+        seconds = (epochs * seconds_per_epoch[variant] if seconds_per_epoch
+                   else np.mean([np.cumsum(r.history["epoch_seconds"][:n]) for r in records], axis=0))
+        c = color_of(variant, i)
+        for ax, x in zip(axes, (epochs, seconds)):
+            ax.plot(x, values.mean(axis=0), "-", color=c, lw=1.6,
+                    label=f"{name_of(variant)}: mean of {len(records)} seeds")
+            ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=c, alpha=0.2, lw=0)
     name = {"val_accuracy": "validation accuracy (fraction)", "val_loss": "validation loss (nats)"}.get(metric, metric)
     axes[0].set_xlabel("epoch")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].set_xlabel("epochs x seconds per epoch measured side by side (s)" if seconds_per_epoch
+    axes[1].set_xlabel("epochs x seconds per epoch, timed side by side (s)" if seconds_per_epoch
                        else "wall-clock time from the start of training (s)")
     axes[0].set_ylabel(name)
-    axes[0].set_title(f"{name} against epochs")
+    axes[0].set_title(f"{name} against epochs (band: the seeds' range)")
     axes[1].set_title(f"{name} against time")
-    axes[0].legend(fontsize="small")
+    axes[1].legend(**OUTSIDE)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(records, title="Training and validation, every epoch"):
+    """Training loss, validation loss and validation accuracy of each run, three panels side by side.
+
+    What a failure looks like depends on all three together: a network whose training loss
+    falls while its validation loss climbs is learning, and something else is wrong.
+    Used in: notebook 05.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for i, r in enumerate(records):
+        c = sns.color_palette("colorblind", 10)[i % 10]
+        epochs = range(1, r.epochs + 1)
+        for ax, key in zip(axes, ("loss", "val_loss", "val_accuracy")):
+            ax.plot(epochs, r.history[key], "-", color=c, label=r.variant)
+    for ax, (name, unit) in zip(axes, (("training loss", "nats"), ("validation loss", "nats"),
+                                      ("validation accuracy", "fraction"))):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{name} ({unit})")
+        ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[2].legend(**OUTSIDE)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum and the sum of squares"):
+    """Per layer, the mean over units of the sum of a unit's incoming weights and of their squares.
+
+    Args:
+        sums: ``{label: WeightSums}`` from ``helpers.diagnostics.weight_sums``. Self-normalization
+            (Klambauer et al., 2017) is derived for sums near 0 and sums of squares near 1,
+            drawn as dotted lines.
+    Used in: notebook 04.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    styles = ["--", "-", ":", "-."]
+    for i, (label, w) in enumerate(sums.items()):
+        depth = np.arange(1, len(w.sum_mean) + 1)
+        for ax, mean, spread in zip(axes, (w.sum_mean, w.square_mean), (w.sum_std, w.square_std)):
+            ax.errorbar(depth, mean, yerr=spread, fmt=styles[i % len(styles)], marker="o", ms=3, capsize=2,
+                        color=f"C{i}", label=label)
+    for ax, ylabel, ref, subtitle in zip(axes, ("sum of a unit's incoming weights", "sum of their squares"),
+                                         (0.0, 1.0), ("the sum (derived for 0)", "the sum of squares (derived for 1)")):
+        ax.axhline(ref, color="0.3", lw=0.8, ls=":")
+        ax.set_xlabel("hidden layer (1 = nearest the input)")
+        ax.set_ylabel(f"{ylabel}: mean over units, bar = std")
+        ax.set_title(subtitle)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].legend(**OUTSIDE)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -216,7 +289,7 @@ def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of p
         ax.set_xlabel("MC passes averaged, k (log scale)")
         ax.set_ylabel("accuracy (fraction)")
         ax.set_title(name)
-    axes[0][0].legend(fontsize="small", loc="lower right")
+    axes[0][-1].legend(**OUTSIDE)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -237,7 +310,7 @@ def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         ax.set_title(name)
-        ax.legend(fontsize="small")
+    axes[0][-1].legend(**OUTSIDE)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -261,7 +334,7 @@ def plot_reliability(diagrams, title="Reliability diagram (test set)"):
     ax.set_ylabel("accuracy in the bin (fraction)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(**OUTSIDE)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -283,7 +356,7 @@ def plot_one_cycle(schedule, steps_per_epoch=None, title="1cycle: learning rate 
     twin.set_ylabel("momentum (beta_1)", color=c_mom)
     twin.grid(False)
     lines = ax.get_lines() + twin.get_lines()
-    ax.legend(lines, [l.get_label() for l in lines], fontsize="small", loc="center right")
+    twin.legend(lines, [l.get_label() for l in lines], **{**OUTSIDE, "bbox_to_anchor": (1.1, 1)})
     ax.set_title(title)
     fig.tight_layout()
     return fig

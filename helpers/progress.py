@@ -18,10 +18,14 @@ Used in: ``helpers.training``, ``helpers.parallel``.
 """
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 import math
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 WIDTH = 96  # characters: output lines stay under about 100, unwrapped at a laptop's width
 
@@ -64,15 +68,15 @@ def record_line(record) -> str:
 
 
 def records_table(records) -> str:
-    """Finished runs as a small fixed-width table: name, seed, rate, epochs, accuracies, speed."""
+    """Finished runs as a small fixed-width table: name, seed, rate, epochs, best validation loss, accuracies, speed."""
     width = max([len("run")] + [len(r.variant) for r in records])
-    lines = [f"{'run':<{width}} {'seed':>4} {'rate':>8} {'best/epochs':>11} {'valid':>7} {'test':>7} "
-             f"{'s/epoch':>7}"]
+    lines = [f"{'run':<{width}} {'seed':>4} {'rate':>8} {'best/epochs':>11} {'val loss':>8} {'valid':>7} "
+             f"{'test':>7} {'s/epoch':>7}"]
     for r in records:
         rate = r.learning_rate
         lines.append(f"{r.variant:<{width}} {r.config.get('seed', ''):>4} "
                      f"{(f'{rate:.2e}' if math.isfinite(rate) else '-'):>8} "
-                     f"{f'{r.best_epoch}/{r.epochs}':>11} {100 * r.valid_accuracy:6.2f}% "
+                     f"{f'{r.best_epoch}/{r.epochs}':>11} {r.valid_loss:8.4f} {100 * r.valid_accuracy:6.2f}% "
                      f"{_percent(r.test_accuracy):>7} {r.seconds_per_epoch:6.2f}s")
     return "\n".join(lines)
 
@@ -118,7 +122,7 @@ class Display:
             if self._bar is not None:
                 # a network that stops early will not use its remaining epochs: counted now
                 self._bar.update(1 + (self.max_epochs - e.epoch if e.stopped else 0))
-                who = f" ({self.best[1]})" if len(self.variants) > 1 else ""
+                who = f" ({self.best[1][:18]})" if len(self.variants) > 1 else ""
                 self._bar.set_postfix_str(f"best val acc {100 * self.best[0]:.1f}%{who}", refresh=False)
             elif self.verbose >= 2:
                 self._print(self._prefix(e.variant) + epoch_line(e))
@@ -150,3 +154,81 @@ class Display:
                 records = sorted(self.records, key=lambda r: order.get(r.variant, len(order)))
                 text = record_line(records[0]) if len(records) == 1 else records_table(records)
                 print(text, file=self.out, flush=True)
+
+
+# How a worker process's epochs reach the display in the parent (helpers.parallel): each worker
+# appends them, one JSON line each, to a file of its own; the parent reads the files as they grow.
+# Files need no server, no extra process and no lock, and a worker that dies leaves its lines.
+
+class FileReport:
+    """A worker's report: each epoch and note as one JSON line, appended to its own file."""
+
+    def __init__(self, path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def _write(self, kind, content):
+        self.file.write(json.dumps({"kind": kind, **content}) + "\n")
+        self.file.flush()
+
+    def epoch(self, e):
+        self._write("epoch", dataclasses.asdict(e))
+
+    def note(self, variant, text):
+        self._write("note", {"variant": variant, "text": text})
+
+    def close(self):
+        self.file.close()
+
+
+class Lines(io.TextIOBase):
+    """A stdout that hands on whole lines (a worker's prints and warnings)."""
+
+    def __init__(self, put):
+        self.put, self.buffer = put, ""
+
+    def write(self, text):
+        *lines, self.buffer = (self.buffer + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.put(line)
+        return len(text)
+
+    def flush(self):
+        if self.buffer.strip():
+            self.put(self.buffer)
+        self.buffer = ""
+
+
+class Follow(threading.Thread):
+    """Reads the workers' files as they grow (every 0.2 s) and hands each whole line to the display."""
+
+    def __init__(self, folder: Path, display):
+        super().__init__(daemon=True)
+        self.folder, self.display, self.read, self.stop = folder, display, {}, threading.Event()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+        self.poll()  # what came after the last look
+
+    def run(self):
+        while not self.stop.wait(0.2):
+            self.poll()
+
+    def poll(self):
+        for path in sorted(self.folder.glob("*.jsonl")):
+            with open(path, encoding="utf-8") as f:
+                f.seek(self.read.get(path, 0))
+                text = f.read()
+            whole = text[: text.rfind("\n") + 1]  # a line still being written waits for the next look
+            self.read[path] = self.read.get(path, 0) + len(whole.encode("utf-8"))
+            for line in whole.splitlines():
+                event = json.loads(line)
+                if event.pop("kind") == "epoch":
+                    self.display.epoch(EpochEnd(**event))
+                else:
+                    self.display.note(event["variant"], event["text"])

@@ -119,3 +119,17 @@ def test_layer_stats_at_any_point_of_training():
     assert len(after.act_std) == 4 and np.isfinite(after.act_std).all()
     assert after.act_std != before.act_std  # the weights moved, and the statistics with them
     assert sum(after.grad_norm) < sum(before.grad_norm)  # a trained net has a smaller loss gradient
+
+
+def test_weight_sums_of_lecun_normal_layers_sit_near_0_and_1():
+    from helpers.diagnostics import weight_sums
+
+    model = build_dnn(n_hidden=4, n_neurons=400, input_shape=(400,), activation="selu", initializer="lecun_normal",
+                      seed=0)
+    w = weight_sums(model)
+    assert len(w.sum_mean) == 4
+    # each unit's sum of 400 N(0, 1/400) weights is N(0, 1): mean over 400 units within 0.2 of 0, spread 1
+    assert all(abs(m) < 0.2 for m in w.sum_mean) and all(0.85 < s < 1.15 for s in w.sum_std)
+    assert all(0.9 < q < 1.1 for q in w.square_mean)  # the sum of squares: 1 on average
+    first = np.asarray(keras.ops.convert_to_numpy(model.layers[1].kernel))
+    assert w.square_mean[0] == pytest.approx(float((first ** 2).sum(axis=0).mean()))

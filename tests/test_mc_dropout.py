@@ -93,3 +93,15 @@ def test_a_trained_network_with_alpha_dropout_trains_and_predicts():
     assert record.epochs == 2 and np.isfinite(record.valid_loss)
     p = mc_dropout.predict(model, data.x_valid, n_samples=20)
     assert abs(float(np.mean(p.mean.argmax(1) == data.y_valid)) - record.valid_accuracy) < 0.15
+
+
+def test_mutual_information_is_the_disagreement_of_the_passes():
+    from helpers.mc_dropout import MCPredictions, predictive_entropy
+
+    agree = np.tile(np.array([[[0.7, 0.2, 0.1]]]), (5, 1, 1))  # every pass the same: nothing from disagreement
+    p = MCPredictions(agree, 0.0)
+    assert p.mutual_information == pytest.approx([0.0], abs=1e-12)
+    split = np.array([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])  # two sure passes that disagree: ln 2 of it
+    q = MCPredictions(split, 0.0)
+    assert q.mutual_information == pytest.approx([np.log(2)], rel=1e-6)
+    assert q.entropy == pytest.approx(predictive_entropy([[0.5, 0.5, 0.0]]))

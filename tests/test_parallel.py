@@ -8,7 +8,7 @@ import pytest
 
 from helpers import parallel, training
 from helpers.models import build_dnn
-from helpers.parallel import ManyRuns, Run, plan_workers, summary_line, train_many
+from helpers.parallel import Run, plan_workers, train_many
 from tests.synthetic import blobs
 from tests.backends import once
 
@@ -267,18 +267,6 @@ def test_cifar10_train_many_forces_the_method(monkeypatch):
     monkeypatch.setenv("CIFAR10_TRAIN_MANY", "threads")
     with pytest.raises(ValueError, match="CIFAR10_TRAIN_MANY='threads' is not one of"):
         parallel.default_method()
-
-
-def test_summary_line_states_mean_and_range():
-    from helpers.results import RunRecord
-
-    def rec(name, acc):
-        h = {k: [0.0] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
-        return RunRecord(name, "quick", "x", 1e-3, 1, 1, acc, acc, 1.0, 1.0, 1.0, 1.0, 1.0, "max_epochs", h, {})
-
-    many = ManyRuns(records=(rec("a", 0.50), rec("b", 0.52), rec("c", 0.51)))
-    assert summary_line(many) == ("valid_accuracy over 3 runs: mean 0.5100, range 0.5000 to 0.5200 "
-                                  "(2.00 points)")
 
 
 @once

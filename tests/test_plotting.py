@@ -18,8 +18,8 @@ def test_learning_curves_overlay_runs_with_labels(tmp_path):
     assert len(fig.axes) == 2
     for ax in fig.axes:
         assert ax.get_title() and ax.get_xlabel() == "epoch" and ax.get_ylabel()
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels == ["baseline train", "baseline valid", "bn train", "bn valid"]
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]  # one legend, outside the data
+    assert labels == ["a-b: baseline, train", "a-b: baseline, valid", "c: batch norm, train", "c: batch norm, valid"]
     fig.savefig(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     plt.close(fig)
@@ -122,11 +122,17 @@ def test_activation_stats_plot_one_colour_per_network_one_style_per_stage():
 def test_validation_curves_against_epochs_and_time():
     from tests.test_results import make_record
 
-    runs = [make_record("bn", epochs=3), make_record("bn_seed1", epochs=3)]
-    fig = plotting.plot_validation_curves({"batch norm": runs})
+    runs = [make_record("bn", epochs=3), make_record("bn_seed1", epochs=4)]
+    fig = plotting.plot_validation_curves({"bn": runs})
     by_epoch, by_time = fig.axes
-    assert len(by_epoch.get_lines()) == len(by_time.get_lines()) == 2
-    # make_record's epochs take 0.5, 1.5 and 2.5 s: the time axis is their running sum
+    assert len(by_epoch.get_lines()) == len(by_time.get_lines()) == 1  # the mean of the seeds, one line
+    # make_record's epochs take 0.5, 1.5 and 2.5 s: the time axis is their running sum, up to the
+    # epoch every seed reached
     assert by_time.get_lines()[0].get_xdata().tolist() == [0.5, 2.0, 4.5]
-    assert "(s)" in by_time.get_xlabel() and by_epoch.get_legend().get_texts()[0].get_text() == "batch norm (2 seeds)"
-    plt.close(fig)
+    band = by_epoch.collections[0].get_paths()[0].vertices  # the seeds' range, filled
+    assert band[:, 0].min() == 1 and band[:, 0].max() == 3
+    assert "(s)" in by_time.get_xlabel()
+    assert by_time.get_legend().get_texts()[0].get_text() == "c: batch norm: mean of 2 seeds"
+    timed = plotting.plot_validation_curves({"bn": runs}, seconds_per_epoch={"bn": 2.0})
+    assert timed.axes[1].get_lines()[0].get_xdata().tolist() == [2.0, 4.0, 6.0]
+    plt.close("all")

@@ -74,7 +74,7 @@ def test_frames():
     summary = results.summary_frame(records)
     assert summary["variant"].tolist() == ["baseline", "bn"]
     html = results.summary_table(records).to_html()
-    assert "1.00e-03" in html and "0.4900" in html and "0.490000" not in html
+    assert "1.00e-03" in html and "49.00%" in html and "0.490000" not in html and "4 s" in html
     tidy = results.history_frame(records)
     assert len(tidy) == 5 and tidy.query("variant == 'bn'")["epoch"].tolist() == [1, 2]
     assert {"loss", "val_accuracy", "epoch_seconds"} <= set(tidy.columns)
@@ -136,8 +136,21 @@ def test_load_seeds_reads_the_three_records(tmp_path):
     for name in ("selu", "selu_seed1", "selu_seed2"):
         results.save_run(make_record(name), tmp_path)
     assert [r.variant for r in results.load_seeds("selu", directory=tmp_path)] == ["selu", "selu_seed1", "selu_seed2"]
+    assert results.seed_names("selu") == [("selu", 42), ("selu_seed1", 1), ("selu_seed2", 2)]
     with pytest.raises(FileNotFoundError, match="bn"):
         results.load_seeds("bn", directory=tmp_path)
+
+
+def test_compare_names_each_model_and_says_whether_a_difference_is_beyond_the_seed_ranges():
+    groups = {"baseline": [make_record("baseline", valid_accuracy=a) for a in (0.50, 0.51, 0.505)],
+              "bn": [make_record("bn_seed", valid_accuracy=a, best_epoch=4) for a in (0.54, 0.545, 0.55)],
+              "selu": [make_record("selu", valid_accuracy=a) for a in (0.49, 0.51, 0.50)]}
+    table = results.compare(groups, reference="baseline", seconds_per_epoch={"baseline": 2.0, "bn": 2.5, "selu": 2.1})
+    assert list(table.index) == ["a-b: baseline", "c: batch norm", "d: SELU"]
+    assert table.loc["c: batch norm", "valid acc (seeds' range)"] == "54.50% (54.00-55.00)"
+    assert table.loc["c: batch norm", "vs baseline"] == "+4.00 points (beyond the seed ranges)"
+    assert table.loc["d: SELU", "vs baseline"] == "-0.50 points (within the seed ranges)"  # SELU's range: 2 points
+    assert table.loc["c: batch norm", "s/epoch"] == "2.50 s" and table.loc["c: batch norm", "s to best"] == "10 s"
 
 
 def test_markdown_table_has_the_index_as_first_column_and_escapes_pipes():
@@ -148,3 +161,13 @@ def test_markdown_table_has_the_index_as_first_column_and_escapes_pipes():
     frame = pd.DataFrame({"acc": ["0.5", "0.6"], "note": ["a|b", "c"]}, index=pd.Index(["x", "y"], name="model"))
     assert markdown_table(frame).splitlines() == ["| model | acc | note |", "| --- | ---: | ---: |",
                                                   "| x | 0.5 | a\\|b |", "| y | 0.6 | c |"]
+
+
+def test_summary_line_states_mean_and_range():
+    def rec(name, acc):
+        h = {k: [0.0] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
+        return RunRecord(name, "quick", "x", 1e-3, 1, 1, acc, acc, 1.0, 1.0, 1.0, 1.0, 1.0, "max_epochs", h, {})
+
+    records = (rec("a", 0.50), rec("b", 0.52), rec("c", 0.51))
+    assert results.summary_line(records) == ("validation accuracy over 3 runs: mean 51.00%, range 50.00% "
+                                             "to 52.00% (2.00 points)")

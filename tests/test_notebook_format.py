@@ -1,0 +1,60 @@
+"""The committed notebooks as a reader meets them: short cells, outputs that fit on a screen, whole lines.
+
+A code cell of more than 25 lines is a block to copy, not a step to read; an output of more than
+40 lines is a log, not a result; and two epochs' records on one line are what workers writing
+to one stream without coordination produce (notebook 02 once showed `...2.4 s[baseline_seed2]
+epoch 2/100`). Every stream line also stays under 100 characters, so that it does not wrap in
+the middle of a word at a laptop's width. nbval runs the cells; the metadata JupyterLab fills in
+is there, so that opening a notebook does not mark it modified.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers.run_notebooks import KERNELSPEC
+from tests.backends import once
+
+pytestmark = once  # no Keras backend involved: checked once
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+EPOCH_RECORD = re.compile(r"epoch\s+\d+/\d+")
+
+
+def code_cells(path):
+    return [(i, c) for i, c in enumerate(json.loads(path.read_text())["cells"]) if c["cell_type"] == "code"]
+
+
+def output_lines(cell):
+    for out in cell.get("outputs", []):
+        text = out.get("text") or "".join(out.get("data", {}).get("text/plain", ""))
+        yield out, ("".join(text) if isinstance(text, list) else text).splitlines()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem[:2])
+def test_code_cells_are_short_and_outputs_fit_on_a_screen(path):
+    for i, cell in code_cells(path):
+        source = "".join(cell["source"]).splitlines()
+        assert len(source) <= 25, f"{path.name} cell {i}: {len(source)} lines of code"
+        assert not any("NBVAL" in line for line in source), f"{path.name} cell {i}: nbval's cell tags, not comments"
+        for out, lines in output_lines(cell):
+            assert len(lines) <= 40, f"{path.name} cell {i}: an output of {len(lines)} lines"
+            if out["output_type"] == "stream":
+                for line in lines:
+                    assert len(EPOCH_RECORD.findall(line)) <= 1, f"{path.name} cell {i}: two epochs on one line: {line}"
+                    assert len(line) <= 100, f"{path.name} cell {i}: a line of {len(line)} characters: {line}"
+                    assert "\r" not in line, f"{path.name} cell {i}: a progress bar's redraws were saved"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem[:2])
+def test_notebooks_carry_the_metadata_jupyterlab_fills_in(path):
+    metadata = json.loads(path.read_text())["metadata"]
+    assert metadata["kernelspec"] == KERNELSPEC
+    assert metadata["language_info"]["name"] == "python" and "version" in metadata["language_info"]
+
+
+def test_the_checks_catch_what_they_look_for(tmp_path):
+    glued = "epoch  14/100  loss 1.2 | 3.7 s  *best[bn_seed2] epoch  14/100  loss 1.2"
+    assert len(EPOCH_RECORD.findall(glued)) == 2
+    assert len(EPOCH_RECORD.findall("[bn_seed2] epoch  14/100  loss 1.26")) == 1
