@@ -170,7 +170,8 @@ def _cannot_suggest(reason, fallback, stopped, seconds, rates=(), losses=(), smo
     if fallback is None:
         raise FloatingPointError(reason)
     training.check_learning_rate(fallback)
-    print(f"LR finder: {reason}; using the fallback rate {fallback:.2e} instead")
+    print(f"LR finder: {reason};")
+    print(f"using the fallback rate {fallback:.2e} instead")
     return LRFinderResult(rates=tuple(np.asarray(rates).tolist()), losses=tuple(losses),
                           smoothed=tuple(np.asarray(smoothed).tolist()), suggestion=float(fallback),
                           rule="fallback: the sweep could not suggest a rate", stopped=stopped, seconds=seconds)

@@ -5,7 +5,9 @@ set: JAX, the faster one on a CPU (``benchmarks/README.md``), or TensorFlow, wit
 saying so, when JAX is not installed. And it imports TensorFlow first with its C++
 start-up log held back (Keras loads TensorFlow for some utilities even under JAX, and
 those lines would otherwise land in the output of whichever cell triggered it); if that
-import fails, the log is printed with the error.
+import fails, the log is printed with the error. TensorFlow's C++ log stays at fatal
+errors only, and its Python log at errors: it would otherwise warn, in every cell that
+trains, that a function was traced again (each new network compiles its own).
 Used in: every notebook.
 """
 from __future__ import annotations
@@ -28,7 +30,9 @@ def _choose_backend():
 
 
 def _import_tensorflow_quietly():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: no C++ log below fatal (on a machine without a GPU, TensorFlow logs "failed call to cuInit"
+    # as an error when it starts its devices); set it yourself to see them
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+") as log:
         os.dup2(log.fileno(), 2)
@@ -44,6 +48,10 @@ def _import_tensorflow_quietly():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    if "tensorflow" in sys.modules:  # its Python warnings about retraced functions: noise here
+        import logging
+
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 _choose_backend()

@@ -208,8 +208,8 @@ def plot_validation_curves(groups, title="Validation curves", metric="val_accura
     axes[1].set_xlabel("epochs x seconds per epoch, timed side by side (s)" if seconds_per_epoch
                        else "wall-clock time from the start of training (s)")
     axes[0].set_ylabel(name)
-    axes[0].set_title(f"{name} against epochs (band: the seeds' range)")
-    axes[1].set_title(f"{name} against time")
+    axes[0].set_title("against epochs (line: mean; band: the seeds' range)", fontsize="medium")
+    axes[1].set_title("against time", fontsize="medium")
     axes[1].legend(**OUTSIDE)
     fig.suptitle(title)
     fig.tight_layout()

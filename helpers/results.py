@@ -349,7 +349,7 @@ def series_display(table: pd.DataFrame) -> pd.DataFrame:
         "test acc [95% interval]": [f"{100 * m:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
                                     for m, lo, hi in zip(table.test_mean, table.test_low, table.test_high)],
         "parameters": table.parameters.map("{:,}".format),
-    }, index=table.index)
+    }, index=table.index.rename("model"))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -78,7 +78,11 @@ def _pool(functions, data, runs, workers, folder, kwargs):
     # n_jobs=1 would train here, in this process: a lone job gets a pool of 2. One worker per core
     # or fewer: each on its own core; more (sharing the cores, plan_workers): the scheduler's
     pin = hasattr(os, "sched_setaffinity") and workers <= len(os.sched_getaffinity(0))
-    with parallel_config(backend="loky", initializer=_worker_environment, initargs=(folder, pin)):
+    with parallel_config(backend="loky", initializer=_worker_environment, initargs=(folder, pin)), \
+            warnings.catch_warnings():
+        # loky replaces a worker whose memory grew by over 300 MB during a job (its guard against
+        # leaks: a training's compiled code and caches grow that much) and warns; the job is done
+        warnings.filterwarnings("ignore", category=UserWarning, module="joblib.externals.loky.process_executor")
         try:
             for variant, outcome in Parallel(n_jobs=max(workers, 2), return_as="generator_unordered",
                                              pre_dispatch="all")(jobs):
@@ -102,18 +106,24 @@ def _release_workers():
 
 
 def _worker_environment(lock_folder, pin):
-    """In each new worker, before JAX or TensorFlow start: its core, and its GPU memory.
+    """In each new worker, before JAX or TensorFlow start: its core, its GPU memory, TensorFlow's log.
 
     ``pin``: claim a core no other worker of this call holds (a lock file per core, held
     until the worker exits) and run every thread on it. Two trainings on two cores run
-    about 14% faster per epoch that way than left to the scheduler, where each one's
-    threads spill onto the other's core (``benchmarks/pinning.py``). On a GPU, memory is
-    taken as needed rather than 75% of it up front by each worker.
+    12-14% faster per epoch that way than left to the scheduler, where each one's threads
+    spill onto the other's core (``benchmarks/pinning.py``). On a GPU, memory is taken as
+    needed rather than 75% of it up front by each worker.
     """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
-    if not pin:
-        return
+    if pin:
+        _pin_to_a_free_core(lock_folder)
+    # TensorFlow imported with its start-up log held back, before the first job's arguments are
+    # unpickled (a learning-rate schedule among them imports Keras, and Keras TensorFlow)
+    import helpers.notebook  # noqa: F401
+
+
+def _pin_to_a_free_core(lock_folder):
     import fcntl  # Linux (pin is False where sched_setaffinity is missing)
 
     global _CORE_LOCK
@@ -137,7 +147,6 @@ def _in_worker(functions, data, run, kwargs, folder):
     """A worker's job: one network, its epochs and lines written to ``folder``, its outcome returned."""
     import pickle
 
-    import helpers.notebook  # noqa: F401 - imports TensorFlow with its start-up log silenced
     from helpers import engine
 
     build_model, compile_model = pickle.loads(functions)
