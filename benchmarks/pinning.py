@@ -3,13 +3,13 @@
     python benchmarks/pinning.py --rounds 3 --json benchmarks/pinning_2026-11-30.json   # about 8 minutes
     python benchmarks/pinning.py --rounds 1 --epochs 2                                   # a smoke run
 
-``helpers.parallel`` once pinned every worker process to a core of its own (a lock file
-per core, ``sched_setaffinity`` on every thread), on the idea that two trainings on two
-cores would otherwise get in each other's way. This measures it: two trainings of the
-baseline network (batch 32, CIFAR-shaped synthetic data of the full size, a fixed number
-of epochs) through ``parallel.train_many`` with two workers, either left to the
-operating system's scheduler, as ``train_many`` runs them now, or each pinned to one
-core (by the model-building function, before the network is built, so that every thread
+``helpers.workers`` pins every worker process that has a core to itself to that core (a
+lock file per core, ``sched_setaffinity`` on every thread), on the idea that two trainings
+on two cores would otherwise get in each other's way. This measured whether it pays, before
+it was kept: two trainings of the baseline network (batch 32, CIFAR-shaped synthetic data of
+the full size, a fixed number of epochs) through ``parallel.train_many`` with two workers,
+either left to the operating system's scheduler (``train_many`` as it was then) or each
+pinned to one core (by the model-building function, before the network is built, so that every thread
 JAX starts inherits the pin). Each measurement is a fresh process; the two kinds run in
 turn, A B A B, so that the shared machine's drift hits both alike; wall time of the whole
 ``train_many`` call. Needs at least 2 cores.

@@ -58,7 +58,7 @@ def measure(k, how, epochs, batch_norm, method, cifar):
     if many.failures:
         raise SystemExit(f"failures: {many.failures}")
     return {"k": k, "how": how, "seconds": seconds, "method": many.method, "workers": many.workers,
-            "shared_cores": many.shared_cores,
+            "shared_cores": many.workers > parallel.cores(),
             "data": data.source, "samples": len(data.y_train)}
 
 
@@ -84,7 +84,7 @@ def main(argv=None):
 
     network = "bn" if args.batch_norm else "baseline"
     method = args.method or parallel.default_method()
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {len(parallel.cores())} cores, method {method}; "
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {parallel.cores()} cores, method {method}; "
           f"{network} network, batch 32, {args.epochs} epochs a training, each measurement a fresh process",
           flush=True)
 
@@ -113,7 +113,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.system()} {platform.machine()}",
-                       "cores": len(parallel.cores()), "python": platform.python_version(), "method": method,
+                       "cores": parallel.cores(), "python": platform.python_version(), "method": method,
                        "network": network, "epochs": args.epochs, "rows": rows}, f, indent=1)
     return 0
 

@@ -269,7 +269,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build-npz", help="download through Keras and save an offline .npz")
     b.add_argument("out", nargs="?", default=str(config.cache_dir() / "cifar10.npz"))
-    c = sub.add_parser("check", help="load the data the notebooks would use and print its source")
+    sub.add_parser("check", help="load the data the notebooks would use and print its source")
     args = parser.parse_args(argv)
     try:
         if args.command == "build-npz":

@@ -194,7 +194,7 @@ class JaxStepper:
     def device_arrays(self, x, y):
         return self._jnp.asarray(x), self._jnp.asarray(y)
 
-    def precompile(self, n_train, x_shape, batch_size, eval_sizes=()):
+    def precompile(self, n_train, x_shape, batch_size, eval_sizes=(), random_flip=False):
         """Compile the epoch's steps for these shapes without running them (fills JAX's caches).
 
         With ``enable_compilation_cache`` the result lands on disk, where other processes
@@ -211,11 +211,12 @@ class JaxStepper:
         for n, fn, size in [(n_train, "train", batch_size)] + [(m, "eval", EVAL_BATCH_SIZE) for m in eval_sizes]:
             full, rest = batch_indices(n, size, None)
             x, y = spec((n, *x_shape), np.float32), spec((n,), np.int64)
+            flips = spec((n,), np.bool_) if random_flip else None  # the flipping step is another program
             for idx in (full, rest.reshape(1, -1)):
                 if idx.size:
                     i = spec(idx.shape, np.int64)
                     if fn == "train":
-                        self._train.lower(state, x, y, i).compile()
+                        self._train.lower(state, x, y, i, flips).compile()
                     else:
                         self._eval.lower(state[0], state[1], x, y, i).compile()
 
@@ -296,13 +297,13 @@ class KerasStepper:
         return out["loss"], out["accuracy"]
 
 
-def precompile_for_workers(model, data, batch_size: int, evaluate_test: bool = True):
+def precompile_for_workers(model, data, batch_size: int, evaluate_test: bool = True, random_flip: bool = False):
     """Compile ``model``'s epoch for ``data``'s shapes into JAX's disk cache, where worker processes load it."""
     if keras.backend.backend() != "jax":
         return
     enable_compilation_cache()
     sizes = [len(data.y_valid)] + ([len(data.y_test)] if evaluate_test else [])
-    JaxStepper(model).precompile(len(data.y_train), data.x_train.shape[1:], batch_size, sizes)
+    JaxStepper(model).precompile(len(data.y_train), data.x_train.shape[1:], batch_size, sizes, random_flip)
 
 
 def enable_compilation_cache(directory=None):

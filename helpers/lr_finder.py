@@ -228,9 +228,7 @@ def compare_learning_rates(build_model, data, rates, epochs: int | None = None, 
     while len(extended) < max_extra and (nxt := next_rate(tried)) is not None:
         tried[nxt] = run(nxt)
         extended.append(nxt)
-    records = list(tried.values())
-    best = min(records, key=score)
-    return RateComparison(records=tuple(records), best_rate=best.learning_rate,
+    return RateComparison(records=tuple(tried.values()), best_rate=min(tried, key=lambda r: score(tried[r])),
                           seconds=time.perf_counter() - start, extended=tuple(extended))
 
 
@@ -274,15 +272,20 @@ def compare_full_trainings(build_model, data, rates, *, prefix: str, seed: int =
     train_many_kwargs.setdefault("evaluate_test", False)
 
     def run(*rates_):
-        many = parallel.train_many(build_model, data, [parallel.Run(f"{prefix}_lr_{r:.1e}", seed, r) for r in rates_],
+        names = {r: f"{prefix}_lr_{r:.1e}" for r in rates_}
+        many = parallel.train_many(build_model, data, [parallel.Run(names[r], seed, r) for r in rates_],
                                    **train_many_kwargs)
-        return dict(zip(rates_, many.records))
+        if many.failures:  # a bracket with a hole would pick its winner among the others
+            raise RuntimeError(f"trainings of the bracket failed, so no rate is chosen: {sorted(many.failures)} "
+                               "(their tracebacks are printed above)")
+        return {r: many.record(names[r]) for r in rates_}  # keyed by the rate tried, not the float32 one
 
     tried = run(*rates)
     extended = []
     while len(extended) < max_extra and (nxt := next_rate(tried)) is not None:
         tried |= run(nxt)
         extended.append(nxt)
-    records = [tried[r] for r in sorted(tried)]
-    return RateComparison(records=tuple(records), best_rate=min(records, key=score).learning_rate,
+    ordered = sorted(tried)
+    return RateComparison(records=tuple(tried[r] for r in ordered),
+                          best_rate=min(ordered, key=lambda r: score(tried[r])),
                           seconds=time.perf_counter() - start, extended=tuple(extended))

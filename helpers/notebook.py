@@ -38,13 +38,12 @@ def _import_tensorflow_quietly():
         os.dup2(log.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
-        except ImportError:
-            pass  # TensorFlow is optional under JAX
-        except BaseException:
-            os.dup2(saved, 2)
-            log.seek(0)
-            sys.stderr.write(log.read())  # what TensorFlow said before it failed
-            raise
+        except ModuleNotFoundError as e:
+            if e.name != "tensorflow":  # installed, but broken
+                _show_log(saved, log, e)
+            # not installed: optional under JAX
+        except BaseException as e:
+            _show_log(saved, log, e)
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -52,6 +51,17 @@ def _import_tensorflow_quietly():
         import logging
 
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _show_log(saved_stderr, log, error):
+    """What TensorFlow said before its import failed; raised where Keras needs it, else one warning."""
+    os.dup2(saved_stderr, 2)
+    log.seek(0)
+    sys.stderr.write(log.read())
+    if os.environ.get("KERAS_BACKEND") == "tensorflow" or not isinstance(error, ImportError):
+        raise error
+    print(f"TensorFlow is installed but does not import ({type(error).__name__}: {error}); "
+          "Keras runs on JAX and does not need it", file=sys.stderr)
 
 
 _choose_backend()

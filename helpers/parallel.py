@@ -129,13 +129,16 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
         compile_model: ``compile_model(model, learning_rate)``; default
             ``helpers.training.compile_model`` (Nadam).
         train_kwargs: every keyword ``helpers.training.train`` takes (max_epochs, patience,
-            batch_size, random_flip, resume, ...), with the same meaning, on either method.
+            batch_size, random_flip, resume, ...), with the same meaning, on either method;
+            not ``seed`` (each Run has its own). Another name is a TypeError, before any training.
     Returns:
         ``ManyRuns``. A network that fails is reported in ``failures`` and printed; the
-        other records are kept.
+        other records are kept. Under ``"vmap"`` the networks of a group share one step, so
+        an error there stops the call (a diverging network is no error: it stops alone).
     """
     from helpers import training
 
+    _check_train_kwargs(train_kwargs, training.train)
     runs = [Run(r) if isinstance(r, str) else r for r in runs]
     if not runs:
         raise ValueError("no runs to train")
@@ -187,6 +190,19 @@ def train_many(build_model, data, runs, *, learning_rate=None, method: str | Non
     done = [outcomes[r.variant] for r in runs if r.variant not in failures]
     return ManyRuns(records=tuple(rec for rec, _ in done), failures=failures, seconds=time.perf_counter() - start,
                     method=method, workers=n_workers, weights={rec.variant: w for rec, w in done}, runs=tuple(runs))
+
+
+def _check_train_kwargs(train_kwargs, train):
+    """Refuse a keyword ``train`` doesn't take here, before any worker starts (else every network fails)."""
+    import inspect
+
+    allowed = set(inspect.signature(train).parameters) - {"model", "data", "variant", "seed", "verbose"}
+    if "seed" in train_kwargs:
+        raise TypeError("train_many takes no seed=: each Run carries its own (Run(variant, seed, rate))")
+    unknown = sorted(set(train_kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"train_many got unexpected keywords {unknown}; it takes train_many's own and "
+                        f"training.train's: {sorted(allowed)}")
 
 
 def _say(verbose, text):

@@ -116,12 +116,14 @@ class Display:
 
     def epoch(self, e: EpochEnd):
         with self._lock:
-            self.done[e.variant] = self.max_epochs if e.stopped else e.epoch
+            # a network that stops early will not use its remaining epochs: counted now; a resumed one
+            # counts the epochs its checkpoint held; one trained again after its worker died, none twice
+            counted = self.done.get(e.variant, 0)
+            self.done[e.variant] = max(counted, self.max_epochs if e.stopped else e.epoch)
             if e.val_accuracy > self.best[0]:
                 self.best = (e.val_accuracy, e.variant)
             if self._bar is not None:
-                # a network that stops early will not use its remaining epochs: counted now
-                self._bar.update(1 + (self.max_epochs - e.epoch if e.stopped else 0))
+                self._bar.update(self.done[e.variant] - counted)
                 who = f" ({self.best[1][:18]})" if len(self.variants) > 1 else ""
                 self._bar.set_postfix_str(f"best val acc {100 * self.best[0]:.1f}%{who}", refresh=False)
             elif self.verbose >= 2:

@@ -1,8 +1,8 @@
 """Compile and train a Keras model with early stopping, timing and a Run record.
 
 This is what the notebooks call: ``compile_model`` (Nadam and the loss), ``train`` (the
-epoch loop with early stopping on validation loss, best weights restored, one line per
-epoch, a ``RunRecord`` at the end) and ``evaluate``. ``train`` does what
+epoch loop with early stopping on validation loss, best weights restored, a progress bar
+or one line per epoch, a ``RunRecord`` at the end) and ``evaluate``. ``train`` does what
 ``model.fit(..., callbacks=[keras.callbacks.EarlyStopping(patience=20,
 restore_best_weights=True)])`` does, with each epoch run by ``helpers.engine`` (one
 compiled loop per epoch under JAX; ``fit`` under other backends), and it records more:
@@ -240,64 +240,66 @@ def train_networks(networks, data, runs, *, max_epochs: int | None = None, patie
                          f"inputs have shape {np.shape(data.x_train)}")
     own_report = report is None
     report = report or progress.Display([v for v, _ in runs], max_epochs, verbose)
-    x_train, y_train = networks.device_arrays(data.x_train, data.y_train)
-    x_valid, y_valid = networks.device_arrays(data.x_valid, data.y_valid)
-    states = [TrainingState(patience, monitor) for _ in runs]
-    saved = [None] * len(runs)
-    if resume:
-        fingerprint = checkpoints.data_fingerprint(data)
-        saved = [checkpoints.Checkpoint.for_run(model, data, fingerprint, variant=variant, seed=seed,
-                                                batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-                                                monitor=monitor, shuffle=shuffle, random_flip=random_flip,
-                                                mode=settings.mode)
-                 for model, (variant, seed) in zip(networks.models, runs)]
-        for i, (checkpoint, state) in enumerate(zip(saved, states)):
-            values = checkpoint.restore(networks.variables(i), state) if checkpoint.exists() else None
-            if values is not None:
-                networks.load(i, values)
-                report.note(runs[i][0], f"resumed from a checkpoint after epoch {state.epoch} "
-                                        f"({checkpoint.path.name})")
-    writers = [_tensorboard_writer(tensorboard_dir, variant) for variant, _ in runs]
-    n = len(data.y_train)
-    try:
-        while True:
-            active = np.array([s.stopped is None and s.epoch < max_epochs for s in states])
-            if not active.any():
-                break
-            epochs = [s.epoch + 1 for s in states]
-            seeds = [(seed, e) if shuffle else None for (_, seed), e in zip(runs, epochs)]
-            flips = [np.random.default_rng((seed, e, 1)).random(n) < 0.5 if random_flip else None
-                     for (_, seed), e in zip(runs, epochs)]
-            start = time.perf_counter()
-            losses, accs = networks.train_epoch(x_train, y_train, batch_size, seeds, flips, active)
-            val_losses, val_accs = networks.evaluate(x_valid, y_valid)
-            seconds = time.perf_counter() - start
-            for i in np.flatnonzero(active):
-                state = states[i]
-                improved = state.update(losses[i], accs[i], val_losses[i], val_accs[i], seconds,
-                                        lambda i=i: networks.weights(i))
-                if saved[i] is not None:  # before the report: an epoch shown is an epoch saved
-                    saved[i].save(networks.variables(i), state)
-                report.epoch(progress.EpochEnd(runs[i][0], state.epoch, max_epochs, losses[i], accs[i],
-                                               val_losses[i], val_accs[i], seconds, improved, state.stopped))
-                if writers[i] is not None:
-                    _tensorboard_write(writers[i], state.epoch, losses[i], accs[i], val_losses[i], val_accs[i])
+    try:  # an interrupted cell still ends its own bar
+        x_train, y_train = networks.device_arrays(data.x_train, data.y_train)
+        x_valid, y_valid = networks.device_arrays(data.x_valid, data.y_valid)
+        states = [TrainingState(patience, monitor) for _ in runs]
+        saved = [None] * len(runs)
+        if resume:
+            fingerprint = checkpoints.data_fingerprint(data)
+            saved = [checkpoints.Checkpoint.for_run(model, data, fingerprint, variant=variant, seed=seed,
+                                                    batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+                                                    monitor=monitor, shuffle=shuffle, random_flip=random_flip,
+                                                    mode=settings.mode)
+                     for model, (variant, seed) in zip(networks.models, runs)]
+            for i, (checkpoint, state) in enumerate(zip(saved, states)):
+                values = checkpoint.restore(networks.variables(i), state) if checkpoint.exists() else None
+                if values is not None:
+                    networks.load(i, values)
+                    report.note(runs[i][0], f"resumed from a checkpoint after epoch {state.epoch} "
+                                            f"({checkpoint.path.name})")
+        writers = [_tensorboard_writer(tensorboard_dir, variant) for variant, _ in runs]
+        n = len(data.y_train)
+        try:
+            while True:
+                active = np.array([s.stopped is None and s.epoch < max_epochs for s in states])
+                if not active.any():
+                    break
+                epochs = [s.epoch + 1 for s in states]
+                seeds = [(seed, e) if shuffle else None for (_, seed), e in zip(runs, epochs)]
+                flips = [np.random.default_rng((seed, e, 1)).random(n) < 0.5 if random_flip else None
+                         for (_, seed), e in zip(runs, epochs)]
+                start = time.perf_counter()
+                losses, accs = networks.train_epoch(x_train, y_train, batch_size, seeds, flips, active)
+                val_losses, val_accs = networks.evaluate(x_valid, y_valid)
+                seconds = time.perf_counter() - start
+                for i in np.flatnonzero(active):
+                    state = states[i]
+                    improved = state.update(losses[i], accs[i], val_losses[i], val_accs[i], seconds,
+                                            lambda i=i: networks.weights(i))
+                    if saved[i] is not None:  # before the report: an epoch shown is an epoch saved
+                        saved[i].save(networks.variables(i), state)
+                    report.epoch(progress.EpochEnd(runs[i][0], state.epoch, max_epochs, losses[i], accs[i],
+                                                   val_losses[i], val_accs[i], seconds, improved, state.stopped))
+                    if writers[i] is not None:
+                        _tensorboard_write(writers[i], state.epoch, losses[i], accs[i], val_losses[i], val_accs[i])
+        finally:
+            for writer in writers:
+                if writer is not None:
+                    writer.close()
+        if random_flip:
+            extra_config = {**(extra_config or {}), "augmentation": "random horizontal flip"}
+        records = []
+        for i, ((variant, seed), state) in enumerate(zip(runs, states)):
+            model, stepper = networks.finished_model(i)
+            records.append(finish(model, data, variant, state, settings, stepper, seed=seed, batch_size=batch_size,
+                                  max_epochs=max_epochs, evaluate_test=evaluate_test, extra_config=extra_config))
+            report.finished(records[-1])
+            if saved[i] is not None:
+                saved[i].remove()
     finally:
-        for writer in writers:
-            if writer is not None:
-                writer.close()
-    if random_flip:
-        extra_config = {**(extra_config or {}), "augmentation": "random horizontal flip"}
-    records = []
-    for i, ((variant, seed), state) in enumerate(zip(runs, states)):
-        model, stepper = networks.finished_model(i)
-        records.append(finish(model, data, variant, state, settings, stepper, seed=seed, batch_size=batch_size,
-                              max_epochs=max_epochs, evaluate_test=evaluate_test, extra_config=extra_config))
-        report.finished(records[-1])
-        if saved[i] is not None:
-            saved[i].remove()
-    if own_report:
-        report.close()
+        if own_report:
+            report.close()
     return records
 
 

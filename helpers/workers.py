@@ -60,8 +60,8 @@ def train_in_processes(build_model, data, runs, workers, display, kwargs):
     compile_model = kwargs.pop("compile_model", None)
     functions = cloudpickle.dumps((build_model, compile_model))
     with tempfile.TemporaryDirectory(prefix="train_many_") as folder, progress.Follow(Path(folder), display):
-        _precompile(build_model, compile_model, data, runs[0], kwargs)
-        outcomes = _pool(functions, data, runs, workers, folder, kwargs)
+        outcomes = _pool(functions, data, runs, workers, folder, kwargs,
+                         while_starting=lambda: _precompile(build_model, compile_model, data, runs[0], kwargs))
         for run in [r for r in runs if r.variant not in outcomes]:  # lost when a worker died: again, alone
             display.note(run.variant, "its worker process died (or one beside it did): training it again, alone")
             outcomes |= _pool(functions, data, [run], 1, folder, kwargs) or {
@@ -69,8 +69,11 @@ def train_in_processes(build_model, data, runs, workers, display, kwargs):
     return outcomes
 
 
-def _pool(functions, data, runs, workers, folder, kwargs):
-    """One joblib pool over ``runs``; the outcomes it got before a worker died, if one did."""
+def _pool(functions, data, runs, workers, folder, kwargs, while_starting=None):
+    """One joblib pool over ``runs``; the outcomes it got before a worker died, if one did.
+
+    ``while_starting()`` runs here once the jobs are dispatched, while the workers start.
+    """
     from joblib import Parallel, delayed, parallel_config
 
     outcomes = {}
@@ -78,14 +81,16 @@ def _pool(functions, data, runs, workers, folder, kwargs):
     # n_jobs=1 would train here, in this process: a lone job gets a pool of 2. One worker per core
     # or fewer: each on its own core; more (sharing the cores, plan_workers): the scheduler's
     pin = hasattr(os, "sched_setaffinity") and workers <= len(os.sched_getaffinity(0))
-    with parallel_config(backend="loky", initializer=_worker_environment, initargs=(folder, pin)), \
+    with parallel_config(backend="loky", initializer=_worker_environment, initargs=(pin,)), \
             warnings.catch_warnings():
         # loky replaces a worker whose memory grew by over 300 MB during a job (its guard against
         # leaks: a training's compiled code and caches grow that much) and warns; the job is done
         warnings.filterwarnings("ignore", category=UserWarning, module="joblib.externals.loky.process_executor")
         try:
-            for variant, outcome in Parallel(n_jobs=max(workers, 2), return_as="generator_unordered",
-                                             pre_dispatch="all")(jobs):
+            results = Parallel(n_jobs=max(workers, 2), return_as="generator_unordered", pre_dispatch="all")(jobs)
+            if while_starting is not None:  # the call above has started the workers and sent them the jobs
+                while_starting()
+            for variant, outcome in results:
                 outcomes[variant] = outcome
         except BrokenProcessPool:  # a worker died; joblib stopped the others with it
             pass
@@ -105,11 +110,12 @@ def _release_workers():
     get_reusable_executor(reuse=True).shutdown(wait=True)
 
 
-def _worker_environment(lock_folder, pin):
+def _worker_environment(pin):
     """In each new worker, before JAX or TensorFlow start: its core, its GPU memory, TensorFlow's log.
 
-    ``pin``: claim a core no other worker of this call holds (a lock file per core, held
-    until the worker exits) and run every thread on it. Two trainings on two cores run
+    ``pin``: claim a core no other worker holds (a lock file per core, in one folder for the
+    whole machine, so two calls at once share out the cores; held until the worker exits) and
+    run every thread on it; with every core taken, the worker is left to the scheduler. Two trainings on two cores run
     12-14% faster per epoch that way than left to the scheduler, where each one's threads
     spill onto the other's core (``benchmarks/pinning.py``). On a GPU, memory is taken as
     needed rather than 75% of it up front by each worker.
@@ -117,18 +123,20 @@ def _worker_environment(lock_folder, pin):
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
     if pin:
-        _pin_to_a_free_core(lock_folder)
+        _pin_to_a_free_core()
     # TensorFlow imported with its start-up log held back, before the first job's arguments are
     # unpickled (a learning-rate schedule among them imports Keras, and Keras TensorFlow)
     import helpers.notebook  # noqa: F401
 
 
-def _pin_to_a_free_core(lock_folder):
+def _pin_to_a_free_core():
     import fcntl  # Linux (pin is False where sched_setaffinity is missing)
 
     global _CORE_LOCK
+    folder = Path(tempfile.gettempdir()) / "cifar10-core-locks"
+    folder.mkdir(exist_ok=True)
     for core in sorted(os.sched_getaffinity(0)):
-        lock = open(Path(lock_folder) / f"core{core}.lock", "w")
+        lock = open(folder / f"core{core}.lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -136,7 +144,8 @@ def _pin_to_a_free_core(lock_folder):
             continue
         _CORE_LOCK = lock  # held while this worker lives
         for thread in os.listdir("/proc/self/task"):  # loky's own threads too; JAX's inherit it
-            os.sched_setaffinity(int(thread), {core})
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(thread), {core})
         return
 
 
@@ -149,9 +158,13 @@ def _in_worker(functions, data, run, kwargs, folder):
 
     from helpers import engine
 
-    build_model, compile_model = pickle.loads(functions)
-    engine.enable_compilation_cache()
-    report = progress.FileReport(Path(folder) / f"{os.getpid()}-{run.variant}.jsonl")
+    try:  # anything that fails here is this network's failure, not the whole call's
+        build_model, compile_model = pickle.loads(functions)
+        engine.enable_compilation_cache()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run.variant)
+        report = progress.FileReport(Path(folder) / f"{os.getpid()}-{safe}.jsonl")
+    except Exception:
+        return run.variant, traceback.format_exc()
     lines = progress.Lines(lambda text: report.note(run.variant, text))
     try:
         with contextlib.redirect_stdout(lines), contextlib.redirect_stderr(lines):
@@ -173,7 +186,7 @@ def _precompile(build_model, compile_model, data, run, kwargs):
     try:
         model = (compile_model or training.compile_model)(build_model(run.seed, **run.options), run.learning_rate)
         engine.precompile_for_workers(model, data, kwargs.get("batch_size") or kwargs["settings"].batch_size,
-                                      kwargs.get("evaluate_test", True))
+                                      kwargs.get("evaluate_test", True), kwargs.get("random_flip", False))
     except Exception as e:  # noqa: BLE001 - an optimization: the workers would compile anyway
         warnings.warn(f"precompiling the workers' step failed ({type(e).__name__}: {e}); each worker "
                       "compiles it for itself", RuntimeWarning, stacklevel=2)

@@ -3,14 +3,13 @@
 Each case here is one row of the table in tests/README.md.
 """
 import dataclasses
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
 
-from helpers import config, data, lr_finder, mc_dropout, results, training
+from helpers import data, lr_finder, mc_dropout, results, training
 from helpers.models import build_dnn
 from tests.synthetic import blobs
 from tests.test_results import make_record

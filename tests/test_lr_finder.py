@@ -172,3 +172,21 @@ def test_full_trainings_side_by_side_extend_the_bracket_like_the_short_check():
     assert [r.variant for r in cmp.records] == ["blob_lr_1.0e-07", "blob_lr_1.0e-06", "blob_lr_1.0e-05"]
     assert all(r.config["seed"] == 0 for r in cmp.records)  # the search seed, never a final model's
     assert all(np.isnan(r.test_accuracy) for r in cmp.records)  # the test set left alone
+
+
+def test_full_trainings_with_a_failed_rate_choose_nothing():
+    """A failed training leaves a hole in the bracket: an error naming it, never a winner among the rest."""
+    calls = []
+
+    def compile_model(model, rate):
+        calls.append(rate)
+        if len(calls) == 2:  # the second rate of the bracket
+            raise RuntimeError("out of memory, say")
+        return training.compile_model(model, rate)
+
+    def build(seed):
+        return build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,), seed=seed)
+
+    with pytest.raises(RuntimeError, match=r"blob_lr_1\.0e-03"):
+        compare_full_trainings(build, blobs(), [1e-4, 1e-3, 1e-2], prefix="blob", n_jobs=1, verbose=0,
+                               max_epochs=1, patience=1, compile_model=compile_model)

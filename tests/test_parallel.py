@@ -101,11 +101,16 @@ def test_plan_workers(k, n_cores, n_jobs, plan):
     assert plan_workers(k, n_cores, n_jobs) == plan
 
 
-def test_workers_sharing_the_cores_give_the_records_of_training_alone(monkeypatch):
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's sched_setaffinity")
+def test_workers_sharing_the_cores_give_the_records_of_training_alone():
     data = blobs(n_train=400)
-    monkeypatch.setattr(parallel, "cores", lambda: 1)  # three workers on one core: they share it
     runs = [Run("a", 1, 1e-3), Run("b", 2, 3e-3), Run("c", 3, 1e-2)]
-    many = train_many(small, data, runs, method="processes", n_jobs=3, max_epochs=2, patience=2, verbose=0)
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # three workers on one core (they inherit it): unpinned, sharing it
+    try:
+        many = train_many(small, data, runs, method="processes", n_jobs=3, max_epochs=2, patience=2, verbose=0)
+    finally:
+        os.sched_setaffinity(0, allowed)
     assert many.workers == 3 and not many.failures
     for run, record in zip(runs, many.records):
         solo = alone(run, data, max_epochs=2, patience=2)
@@ -141,6 +146,13 @@ def test_one_worker_trains_here_one_run_after_another(capsys):
 def test_wrong_calls_are_refused_with_a_message(runs, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_many(small, blobs(), runs, **{"method": "processes", **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, message", [({"max_epoch": 2}, r"unexpected keywords \['max_epoch'\]"),
+                                             ({"seed": 3}, "each Run carries its own")])
+def test_a_keyword_train_does_not_take_is_refused_before_any_worker_starts(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        train_many(small, blobs(), [Run("a", 1, 1e-3), Run("b", 2, 1e-3)], method="processes", **kwargs)
 
 
 @pytest.mark.skipif(not JAX, reason="vmap is the JAX path")
