@@ -269,7 +269,9 @@ class KerasStepper:
         for idx in [*full, rest]:
             if len(idx):
                 xb, yb = x[idx], y[idx]
-                # train_on_batch resets the metrics at each call: the batch's own loss, not a running mean
+                # the batch's own loss, not a running mean: Keras before 3.15 does not reset the
+                # metrics between train_on_batch calls (tests/lowest_versions.sh found it)
+                self.model.reset_metrics()
                 logs = self.model.train_on_batch(xb, yb, return_dict=True)
                 losses.append(logs["loss"])
                 corrects.append(logs.get("accuracy", np.nan) * len(idx))
