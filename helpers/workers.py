@@ -134,9 +134,12 @@ def _pin_to_a_free_core():
 
     global _CORE_LOCK
     folder = Path(tempfile.gettempdir()) / "cifar10-core-locks"
-    folder.mkdir(exist_ok=True)
     for core in sorted(os.sched_getaffinity(0)):
-        lock = open(folder / f"core{core}.lock", "w")
+        try:  # a folder another user made, say: left to the scheduler then, never a broken pool
+            folder.mkdir(exist_ok=True)
+            lock = open(folder / f"core{core}.lock", "w")
+        except OSError:
+            return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -5,6 +5,9 @@ import threading
 
 from helpers import progress
 from helpers.progress import Display, EpochEnd
+from tests.backends import once
+
+pytestmark = once  # no Keras backend involved: checked once
 
 
 def epoch(variant, n, stopped=None, val_accuracy=0.5):
