@@ -31,15 +31,14 @@ os.environ.setdefault("CIFAR10_WORKERS", "1")
 _OWN_RUN_FOLDER = None
 if "HELPERS_TEST_RUN_FOLDER" not in os.environ:  # the first process of the run; the others inherit it
     os.environ["HELPERS_TEST_RUN_FOLDER"] = _OWN_RUN_FOLDER = tempfile.mkdtemp(prefix="helpers-tests-")
-    from helpers import config, data
+    from helpers import data
 
     if not os.environ.get("CIFAR10_NPZ") and data.offline_path():  # the data stays where it is
         os.environ["CIFAR10_NPZ"] = str(data.offline_path())
     os.environ["CIFAR10_CACHE"] = os.path.join(_OWN_RUN_FOLDER, "cache")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_OWN_RUN_FOLDER, "jax-compilation-cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    # every process sizes the shared cache alike (engine.enable_compilation_cache does the same)
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(config.COMPILATION_CACHE_MAX_BYTES))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))  # a few MB a network; 1 GiB at most
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -11,12 +11,9 @@ Environment variables (all optional):
 - ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
   ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
 - ``CIFAR10_RESULTS``: the results folder, default ``results/`` in the repository.
-- ``CIFAR10_TRAIN_MANY``: ``vmap`` or ``processes``, how ``parallel.train_many`` trains several
-  networks at once, whatever the machine (default: vmap on a JAX GPU, processes elsewhere);
-  ``vmap`` on a CPU runs the GPU's code path, which is how the tests check it.
-- ``CIFAR10_WORKERS``: the most cores ``parallel.train_many`` spreads trainings over
-  (default: every core this process may use; ``1`` trains one after another, in the
-  notebook's own process: the tests use it, where other tests hold the cores).
+- ``CIFAR10_WORKERS``: how many trainings ``parallel.train_many`` runs at a time (default:
+  one per core; ``1`` trains one after another, in the notebook's own process: the tests
+  use it, where other tests hold the cores).
 """
 from __future__ import annotations
 
@@ -25,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODES = ("full", "quick")
-TRAIN_MANY_METHODS = ("processes", "vmap")
-COMPILATION_CACHE_MAX_BYTES = 1 << 30  # JAX's compiled steps on disk: a few MB each; the oldest go past 1 GiB
 SEED = 42
 # Selection is not evaluation: every search (the LR finder, the short check, brackets of full
 # trainings, configuration grids) runs at SEARCH_SEED; every final model is trained at SEEDS,
@@ -47,9 +42,6 @@ class Settings:
     max_epochs: int
     patience: int
     batch_size: int
-    lr_sweep_steps: int
-    candidate_epochs: int
-    candidate_fraction: float  # share of the training set the short LR check trains on
     mc_samples: int
 
     @property
@@ -63,10 +55,8 @@ class Settings:
         return base if self.mode == "full" else base / "quick"
 
 
-FULL = Settings("full", None, None, None, max_epochs=100, patience=20, batch_size=32,
-                lr_sweep_steps=400, candidate_epochs=2, candidate_fraction=0.5, mc_samples=100)
-QUICK = Settings("quick", 200, 50, 100, max_epochs=3, patience=2, batch_size=32,
-                 lr_sweep_steps=60, candidate_epochs=1, candidate_fraction=1.0, mc_samples=10)
+FULL = Settings("full", None, None, None, max_epochs=100, patience=20, batch_size=32, mc_samples=100)
+QUICK = Settings("quick", 200, 50, 100, max_epochs=3, patience=2, batch_size=32, mc_samples=10)
 
 
 def read_mode(environ=os.environ) -> str:
@@ -89,16 +79,8 @@ def max_workers(environ=os.environ) -> int | None:
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"CIFAR10_WORKERS={value!r} must be a whole number of cores, 1 or more")
+        raise ValueError(f"CIFAR10_WORKERS={value!r} must be a whole number of trainings at a time, 1 or more")
     return int(value)
-
-
-def train_many_method(environ=os.environ) -> str | None:
-    """``CIFAR10_TRAIN_MANY`` (``vmap`` or ``processes``), or None when unset; a typo is an error."""
-    value = environ.get("CIFAR10_TRAIN_MANY", "").strip().lower()
-    if value and value not in TRAIN_MANY_METHODS:
-        raise ValueError(f"CIFAR10_TRAIN_MANY={value!r} is not one of {TRAIN_MANY_METHODS}")
-    return value or None
 
 
 def cache_dir(environ=os.environ) -> Path:

@@ -5,20 +5,17 @@ the network many times, and average the probabilities. Same weights, no retraini
 Each pass samples a thinned network; their mean is usually a little better calibrated
 than one deterministic pass, and their spread says how unsure the network is.
 
-Two traps this module avoids:
+How, in Keras: the published solution's idea, a dropout layer whose ``call`` forces
+``training=True`` (``AlwaysOn``), put in place of each dropout layer of a copy of the
+network that shares every other layer, and so its weights; then ``predict``, once per pass.
+
+Two traps this avoids:
 
 - ``model(x, training=True)`` turns on dropout, and also switches every batch-norm layer
   to the statistics of the current batch: predictions then depend on which images share
-  the batch. Here only the dropout layers run in training mode; everything else runs as
-  at inference.
+  the batch. Here only the dropout layers are on; ``predict`` runs the rest at inference.
 - Comparing labels of shape (N, 1) with predictions of shape (N,) broadcasts to (N, N)
-  (``helpers.metrics.accuracy`` refuses it).
-
-Speed: the layers before the first dropout layer give the same output at every pass, so
-they run once; only the rest runs ``n_samples`` times. Under JAX those passes are one
-compiled ``lax.scan`` (as the training path runs an epoch); under other backends a
-Python loop over eager calls.
-Used in: notebook 05.
+  (``helpers.metrics.accuracy`` reads both shapes right).
 """
 from __future__ import annotations
 
@@ -30,8 +27,7 @@ import numpy as np
 
 from helpers import config
 
-DROPOUT_LAYERS = (keras.layers.Dropout, keras.layers.AlphaDropout, keras.layers.GaussianDropout,
-                  keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D)
+DROPOUT_LAYERS = (keras.layers.Dropout, keras.layers.AlphaDropout, keras.layers.GaussianDropout)
 
 
 @dataclass(frozen=True)
@@ -85,93 +81,55 @@ def predictive_entropy(probabilities) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=-1)
 
 
-def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 2000,
+def always_on(layer):
+    """A copy of the dropout ``layer`` that drops at inference too: its ``call`` forces ``training=True``."""
+    base = type(layer)
+
+    class AlwaysOn(base):
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=True)
+
+    AlwaysOn.__name__ = AlwaysOn.__qualname__ = f"AlwaysOn{base.__name__}"
+    return AlwaysOn.from_config(layer.get_config())
+
+
+def mc_model(model: keras.Sequential, seed: int = config.SEED) -> keras.Sequential:
+    """A ``Sequential`` that shares every layer of ``model`` except its dropout layers, which stay on.
+
+    Each dropout layer becomes ``always_on(layer)`` with a seed drawn from ``seed``; the
+    others are the same layer objects, so the weights are the trained ones.
+    """
+    if not isinstance(model, keras.Sequential):
+        raise TypeError(f"MC dropout here rebuilds a keras.Sequential layer by layer; got {type(model).__name__}")
+    if not any(isinstance(layer, DROPOUT_LAYERS) for layer in model.layers):
+        raise ValueError(f"model {model.name!r} has no dropout layer: MC dropout would repeat one deterministic "
+                         "prediction. Build it with dropout (e.g. build_dnn(alpha_dropout=0.1, ...)).")
+    seeds = iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=len(model.layers)).tolist())
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, DROPOUT_LAYERS):
+            layer = always_on(layer.from_config({**layer.get_config(), "seed": next(seeds)}))
+        layers.append(layer)
+    return keras.Sequential([keras.Input(model.input_shape[1:]), *layers], name=f"{model.name}_mc")
+
+
+def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 1000,
             seed: int = config.SEED) -> MCPredictions:
-    """``n_samples`` stochastic passes of ``model`` over ``x``, dropout layers only in training mode.
+    """``n_samples`` passes of ``mc_model(model).predict(x)``: dropout on, everything else at inference.
 
     Args:
         model: a trained ``keras.Sequential`` with at least one dropout layer.
         x: inputs, preprocessed as for training.
         n_samples: passes; each draws new dropout masks.
-        batch_size: images per call (memory only: no layer here depends on the batch).
-        seed: the masks' random seed; the same seed gives the same passes.
+        batch_size: images per step (memory only: no layer here depends on the batch).
+        seed: the masks' seed; the same seed gives the same passes.
     """
-    if not isinstance(model, keras.Sequential):
-        raise TypeError(f"MC dropout here runs the layers of a keras.Sequential one by one; got {type(model).__name__}")
-    first = next((i for i, layer in enumerate(model.layers) if isinstance(layer, DROPOUT_LAYERS)), None)
-    if first is None:
-        raise ValueError(f"model {model.name!r} has no dropout layer: MC dropout would repeat one deterministic "
-                         "prediction. Build it with dropout (e.g. build_dnn(alpha_dropout=0.1, ...)).")
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty batch of inputs, got shape {x.shape}")
+    mc = mc_model(model, seed)
     start = time.perf_counter()
-    head, tail = model.layers[:first], model.layers[first:]
-    h = _run(head, x, batch_size)  # the same at every pass: computed once
-    n_drop = sum(isinstance(layer, DROPOUT_LAYERS) for layer in tail)  # mask seeds each pass needs
-    passes = _passes_jax if keras.backend.backend() == "jax" else _passes_eager
-    samples = passes(tail, h, n_samples, batch_size, seed, n_drop)
+    samples = np.stack([mc.predict(x, batch_size=batch_size, verbose=0) for _ in range(n_samples)])
     return MCPredictions(samples=samples, seconds=time.perf_counter() - start)
-
-
-def _run(layers, x, batch_size):
-    """The deterministic layers, at inference, batch by batch."""
-    if not layers:
-        return x
-    out = []
-    for i in range(0, len(x), batch_size):
-        z = keras.ops.convert_to_tensor(x[i:i + batch_size])
-        for layer in layers:
-            z = layer(z, training=False)
-        out.append(keras.ops.convert_to_numpy(z))
-    return np.concatenate(out)
-
-
-def _tail_pass(tail, z, seeds):
-    """One pass through ``tail``: dropout layers in training mode with the given mask seeds.
-
-    Each dropout layer's seed-generator state is replaced, for this call only, by its entry
-    of ``seeds`` (uint32 pairs), so that a pass is a pure function of its seeds: the
-    same seeds give the same masks, and the layers' own generators are left untouched.
-    """
-    droppers = [layer for layer in tail if isinstance(layer, DROPOUT_LAYERS)]
-    mapping = [(layer.seed_generator.state, s) for layer, s in zip(droppers, seeds)
-               if getattr(layer, "seed_generator", None) is not None]  # a rate-0 Dropout has none
-    with keras.StatelessScope(state_mapping=mapping):
-        for layer in tail:
-            z = layer(z, training=isinstance(layer, DROPOUT_LAYERS))
-    return z
-
-
-def _passes_eager(tail, h, n_samples, batch_size, seed, n_drop):
-    parts = []
-    for b, i in enumerate(range(0, len(h), batch_size)):
-        z0 = keras.ops.convert_to_tensor(h[i:i + batch_size])
-        passes = []
-        for s in range(n_samples):
-            seeds = [np.array([seed, (s * 1_000 + b) * 100 + d], np.uint32) for d in range(n_drop)]
-            passes.append(keras.ops.convert_to_numpy(_tail_pass(tail, z0, seeds)))
-        parts.append(np.stack(passes))
-    return np.concatenate(parts, axis=1)
-
-
-def _passes_jax(tail, h, n_samples, batch_size, seed, n_drop):
-    import jax
-    import jax.numpy as jnp
-
-    @jax.jit
-    def all_passes(keys, hb):
-        def one_pass(key):
-            seeds = [jax.random.key_data(jax.random.fold_in(key, d)).astype("uint32") for d in range(n_drop)]
-            return _tail_pass(tail, hb, seeds)
-
-        return jax.lax.map(one_pass, keys)
-
-    keys = jax.random.split(jax.random.key(seed), n_samples)
-    parts = []
-    for b, i in enumerate(range(0, len(h), batch_size)):
-        batch_keys = jax.vmap(lambda k: jax.random.fold_in(k, b))(keys)
-        parts.append(np.asarray(all_passes(batch_keys, jnp.asarray(h[i:i + batch_size]))))
-    return np.concatenate(parts, axis=1)

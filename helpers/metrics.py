@@ -1,14 +1,18 @@
-"""Accuracy through one helper that checks shapes; calibration and error detection.
+"""Accuracy through one helper that checks shapes; recipes compared across seeds; calibration, error detection.
 
 ``np.equal(y_test, y_pred).mean()`` with ``y_test`` of shape (N, 1) and ``y_pred`` of
 shape (N,) broadcasts to an (N, N) matrix and reports about 0.1 even for perfect
 predictions. This helper refuses shapes that would broadcast.
+
+The statistics come from scipy (Welch's t, exact binomial tests, Wilson intervals) and
+scikit-learn (ROC area); the expected calibration error is ours: neither has it.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 def accuracy(y_true, y_pred) -> float:
@@ -38,45 +42,93 @@ def accuracy(y_true, y_pred) -> float:
     return float(np.mean(y_true == y_pred))
 
 
-def accuracy_interval(y_true, y_pred, z: float = 1.96) -> tuple[float, float, float]:
+def accuracy_interval(y_true, y_pred, confidence: float = 0.95) -> tuple[float, float, float]:
     """Accuracy and its 95% Wilson interval: (accuracy, low, high).
 
     The interval is for the sampling of the evaluation images (N of them), not for the
     training seed. With N = 10,000 and an accuracy near 0.5 it is about ±1 point.
     """
     acc = accuracy(y_true, y_pred)
-    return (acc, *wilson_interval(acc, len(np.asarray(y_true)), z))
+    return (acc, *wilson_interval(acc, len(np.asarray(y_true)), confidence))
 
 
-def wilson_interval(accuracy_value: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """(low, high): the Wilson interval of an accuracy measured on ``n`` images (95% for z = 1.96)."""
+def wilson_interval(accuracy_value: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """(low, high): the Wilson interval of an accuracy measured on ``n`` images (``scipy.stats.binomtest``).
+
+    It says how much the accuracy would move on another ``n`` images of the same kind; it
+    says nothing of how much it moves from one training seed to the next.
+    """
     if n < 1 or not 0 <= accuracy_value <= 1:
         raise ValueError(f"need n >= 1 and an accuracy in [0, 1], got n={n}, accuracy={accuracy_value}")
-    centre = (accuracy_value + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(accuracy_value * (1 - accuracy_value) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
+    k = round(accuracy_value * n)
+    interval = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def mcnemar(right_a, right_b) -> tuple[int, int, float]:
-    """Two models on the same images, compared image by image: McNemar's exact test.
+    """Two trained networks on the same images, compared image by image: McNemar's exact test.
 
     Only the images where they disagree count: ``only_a`` right for A alone, ``only_b`` for B
-    alone. If the models were equally good, each disagreement would go either way with
-    probability 1/2; the p-value is the two-sided binomial probability of a split at least
-    this uneven. Overlapping intervals of two accuracies say much less: both are measured
-    on the same images, so most of their sampling noise is shared.
-    Returns: ``(only_a, only_b, p_value)``. Used in: notebooks 05, 06.
+    alone; if the two networks were equally good, each would go either way with probability
+    1/2 (``scipy.stats.binomtest``). It compares two networks, not two recipes: two seeds
+    of one recipe already differ here (notebook 06). Recipes: ``compare_seeds``.
+    Returns: ``(only_a, only_b, p_value)``.
     """
-    right_a, right_b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    right_a, right_b = np.asarray(right_a), np.asarray(right_b)
+    if right_a.dtype != bool or right_b.dtype != bool:
+        raise ValueError(f"need right/wrong flags (booleans), got {right_a.dtype} and {right_b.dtype}: compare "
+                         "predictions with the labels first (predicted == y)")
     if right_a.shape != right_b.shape or right_a.ndim != 1:
         raise ValueError(f"need two (N,) arrays of right/wrong for the same images, got {right_a.shape} "
                          f"and {right_b.shape}")
     only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
+    if only_a + only_b == 0:
         return only_a, only_b, 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return only_a, only_b, min(1.0, 2 * tail / 2 ** n)
+    return only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """Recipe A against recipe B, each trained with several seeds: Welch's t over the seeds' accuracies."""
+
+    mean_a: float
+    mean_b: float
+    sd_a: float  # standard deviation over A's seeds
+    sd_b: float
+    n_a: int
+    n_b: int
+    difference: float  # mean_a - mean_b
+    low: float  # confidence interval of the difference
+    high: float
+    p_value: float
+    detectable: float  # the smallest true difference these seeds find 80% of the time (two-sided, 5%)
+
+
+def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
+    """Is recipe A better than recipe B? Compare their seeds' accuracies with Welch's t (``scipy.stats``).
+
+    Each recipe's seeds are independent trainings; the question is about training's
+    randomness, so the seeds, not the test images, are the samples. Welch's t does not
+    assume the two recipes vary alike. ``detectable`` says how large a difference this
+    many seeds can find (power 80%): a difference below it going unseen is no evidence that
+    there is none.
+    Args: ``a``, ``b``: one number per seed (e.g. validation accuracies), at least 2 each.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 seeds per recipe, as 1-D arrays; got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("the seeds' values must be finite numbers")
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(confidence)
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    df = test.df
+    detectable = (stats.t.ppf(1 - (1 - confidence) / 2, df) + stats.t.ppf(0.8, df)) * se
+    return SeedComparison(mean_a=float(a.mean()), mean_b=float(b.mean()), sd_a=float(a.std(ddof=1)),
+                          sd_b=float(b.std(ddof=1)), n_a=len(a), n_b=len(b), difference=float(a.mean() - b.mean()),
+                          low=float(interval.low), high=float(interval.high),
+                          p_value=float(test.pvalue) if np.isfinite(test.pvalue) else 1.0,
+                          detectable=float(detectable) if np.isfinite(detectable) else 0.0)
 
 
 def _check_probabilities(y_true, probabilities):
@@ -107,30 +159,31 @@ def reliability_bins(y_true, probabilities, n_bins: int = 15):
 
 
 def expected_calibration_error(y_true, probabilities, n_bins: int = 15) -> float:
-    """ECE: the gap |accuracy - confidence| of each bin, weighted by its share of the samples."""
+    """ECE: the gap |accuracy - confidence| of each bin, weighted by its share of the samples.
+
+    Ours: neither scipy nor scikit-learn has it (scikit-learn's ``calibration_curve`` is for
+    binary classifiers).
+    """
     conf, acc, count = reliability_bins(y_true, probabilities, n_bins)
     filled = count > 0
     return float(np.sum(count[filled] * np.abs(acc[filled] - conf[filled])) / np.sum(count))
 
 
 def roc_auc(scores, positives) -> float:
-    """Area under the ROC curve: the chance that a random positive scores above a random negative.
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``): the chance that a random positive
+    scores above a random negative.
 
-    Ties count one half (the Mann-Whitney U statistic). Used with uncertainty as the score
-    and wrong predictions as the positives: 0.5 flags errors no better than chance, 1.0
-    ranks every error above every right answer.
+    Used with uncertainty as the score and wrong predictions as the positives: 0.5 flags
+    errors no better than chance, 1.0 ranks every error above every right answer.
     """
+    from sklearn.metrics import roc_auc_score
+
     scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives)
     if scores.ndim != 1 or positives.shape != scores.shape:
         raise ValueError(f"scores and positives must be 1-D of one length, got {scores.shape} and {positives.shape}")
-    positives = positives.astype(bool)
+    if positives.dtype != bool:
+        raise ValueError(f"positives must be booleans (e.g. the wrong predictions), got {positives.dtype}")
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"the ROC area needs positives and negatives, got {n_pos} and {n_neg}")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # average ranks of ties, 1-based
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positives, scores))

@@ -7,6 +7,7 @@ shows the change as one readable call rather than a copied block.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from helpers import config
 from helpers.data import IMAGE_SHAPE, N_CLASSES
@@ -16,15 +17,16 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
               initializer: str = "he_normal", batch_norm: bool = False,
               alpha_dropout: float = 0.0, input_shape=IMAGE_SHAPE, n_classes: int = N_CLASSES,
               seed: int | None = config.SEED, name: str | None = None,
-              input_batch_norm: bool | None = None, alpha_dropout_where: str = "output") -> keras.Sequential:
+              input_batch_norm: bool | None = None, alpha_dropout_where: str = "output",
+              random_flip: bool = False) -> keras.Sequential:
     """A dense classifier for 32x32x3 images (uncompiled).
 
     Args:
         n_hidden, n_neurons: depth and width of the hidden stack.
         activation, initializer: Keras names, e.g. ``"selu"`` and ``"lecun_normal"``, or an
-            initializer object. An object is copied for each layer without its seed: a seeded
+            initializer object. Each layer gets its own copy with its own seed: one seeded
             Keras initializer returns the same values at every call, which would give all
-            layers one identical kernel; ``seed`` below makes the draws reproducible.
+            layers one identical kernel.
         batch_norm: a BatchNormalization before every hidden activation; the Dense layers
             then have no bias (BN subtracts the batch mean, which would cancel any bias; its
             own learned offset, beta, takes the bias's place).
@@ -34,8 +36,13 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
             built to keep SELU's mean and variance, which plain dropout breaks.
         alpha_dropout_where: ``"output"``, one AlphaDropout before the output layer (the
             published solution's choice), or ``"hidden"``, one after every hidden layer.
-        seed: clears the Keras session and seeds Python, NumPy and the backend, so the
-            same seed gives the same initial weights (and dropout masks) on one backend.
+        random_flip: a ``keras.layers.RandomFlip("horizontal")`` first: in training, each
+            image is mirrored left-right with probability 1/2 (a mirrored truck is still a
+            truck); at inference (validation, test, ``predict``) it does nothing.
+        seed: clears the Keras session and seeds Python, NumPy and the backend, and gives
+            every initializer, dropout and flip layer a seed of its own drawn from it: the
+            same seed gives the same network whatever other threads of the process draw
+            from Python's global random state (a Dask worker's do). None: Keras' defaults.
     Returns:
         ``keras.Sequential``, softmax output of ``n_classes``.
     Used in: every notebook.
@@ -54,28 +61,35 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
     if seed is not None:
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
+    layer_seeds = iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=3 * n_hidden + 4).tolist()
+                       if seed is not None else [None] * (3 * n_hidden + 4))
 
-    def kernel_init():
-        if isinstance(initializer, keras.initializers.Initializer):
-            return type(initializer).from_config({**initializer.get_config(), "seed": None})
-        return initializer
+    def seeded(init):
+        init = keras.initializers.get(init)
+        return type(init).from_config({**init.get_config(), "seed": next(layer_seeds)})
 
-    layers = [keras.Input(shape=input_shape), keras.layers.Flatten()]
+    layers = [keras.Input(shape=input_shape)]
+    if random_flip:
+        if len(input_shape) != 3:
+            raise ValueError(f"random_flip mirrors images of shape (height, width, channels); the inputs have "
+                             f"shape {tuple(input_shape)}")
+        layers.append(keras.layers.RandomFlip("horizontal", seed=next(layer_seeds)))
+    layers.append(keras.layers.Flatten())
     if batch_norm if input_batch_norm is None else input_batch_norm:
         layers.append(keras.layers.BatchNormalization())
     for _ in range(n_hidden):
         if batch_norm:
-            layers += [keras.layers.Dense(n_neurons, kernel_initializer=kernel_init(), use_bias=False),
+            layers += [keras.layers.Dense(n_neurons, kernel_initializer=seeded(initializer), use_bias=False),
                        keras.layers.BatchNormalization(),
                        keras.layers.Activation(activation)]
         else:
             layers.append(keras.layers.Dense(n_neurons, activation=activation,
-                                             kernel_initializer=kernel_init()))
+                                             kernel_initializer=seeded(initializer)))
         if alpha_dropout and alpha_dropout_where == "hidden":
-            layers.append(keras.layers.AlphaDropout(alpha_dropout))
+            layers.append(keras.layers.AlphaDropout(alpha_dropout, seed=next(layer_seeds)))
     if alpha_dropout and alpha_dropout_where == "output":
-        layers.append(keras.layers.AlphaDropout(alpha_dropout))
-    layers.append(keras.layers.Dense(n_classes, activation="softmax"))
+        layers.append(keras.layers.AlphaDropout(alpha_dropout, seed=next(layer_seeds)))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=seeded("glorot_uniform")))
     return keras.Sequential(layers, name=name)
 
 
@@ -108,5 +122,6 @@ def describe(model: keras.Model) -> dict:
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
         # how many AlphaDropout layers (1: before the output; one per hidden layer), only when there are any
         **({"alpha_dropout_layers": len(dropout)} if dropout else {}),
+        "random_flip": any(isinstance(l, keras.layers.RandomFlip) for l in model.layers),
         "parameters": int(model.count_params()),
     }

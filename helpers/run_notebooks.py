@@ -4,11 +4,10 @@
     python -m helpers.run_notebooks --quick                  # quick mode: writes to results/quick/notebooks/
     python -m helpers.run_notebooks 02                       # only the notebooks whose names contain "02"
     python -m helpers.run_notebooks --quick --backend tensorflow   # the series under TensorFlow
-    python -m helpers.run_notebooks --quick --train-many vmap      # train_many's GPU code path, on any machine
 
 Full mode writes the outputs into the notebooks themselves (what is committed); quick
 mode never touches them. The kernels inherit this process's environment, plus the mode,
-the backend and the train_many method asked for here (this process's own environment
+and the backend asked for here (this process's own environment
 stays as it was). A saved notebook keeps what a reader sees at the end: a progress bar
 that redrew itself in place is kept at its last state, and the metadata JupyterLab
 would fill in (kernel spec, language info) is filled in, so that opening a notebook
@@ -95,8 +94,6 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="quick mode, outputs to results/quick/notebooks/")
     parser.add_argument("--backend", choices=("jax", "tensorflow"),
                         help="Keras' backend in the kernels (default: KERAS_BACKEND, else JAX if installed)")
-    parser.add_argument("--train-many", choices=config.TRAIN_MANY_METHODS,
-                        help="how train_many trains several networks (CIFAR10_TRAIN_MANY; default: the machine's)")
     args = parser.parse_args(argv)
     paths = notebooks(args.select)
     if not paths:
@@ -105,9 +102,8 @@ def main(argv=None) -> int:
     # the kernels' environment only: this process's own stays as it was (a test that calls
     # main() must not switch later notebook tests to full mode)
     env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full"}
-    for name, value in (("KERAS_BACKEND", args.backend), ("CIFAR10_TRAIN_MANY", args.train_many)):
-        if value:
-            env[name] = value
+    if args.backend:
+        env["KERAS_BACKEND"] = args.backend
     out_dir = config.settings_for("quick").results_dir / "notebooks" if args.quick else paths[0].parent
     out_dir.mkdir(parents=True, exist_ok=True)
     import nbformat
@@ -126,8 +122,8 @@ def main(argv=None) -> int:
                 times[path.name] = execute(path, out_dir / path.name, Both, env)
             tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
     total = sum(times.values())
-    ways = ", ".join(f"{k}={env[k]}" for k in ("KERAS_BACKEND", "CIFAR10_TRAIN_MANY") if env.get(k))
-    print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode{', ' + ways if ways else ''}: "
+    backend = f", KERAS_BACKEND={env['KERAS_BACKEND']}" if env.get("KERAS_BACKEND") else ""
+    print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode{backend}: "
           f"{total:.0f} s ({total / 60:.1f} min) in all; written to {out_dir}")
     return 0
 

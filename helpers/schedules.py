@@ -7,13 +7,12 @@ number of steps), then anneals to far below its start in a short final phase. Th
 momentum moves the other way: high while the rate is low, low while it is high.
 
 Both are functions of the optimizer's iteration counter, read inside the compiled train
-step, so they change at every step, under ``fit`` and under ``helpers.engine``'s scan, on
-every backend. The common alternative, a callback that assigns ``optimizer.learning_rate``
+step, so they change at every step under ``fit``, on every backend, however many steps
+run per call (``steps_per_execution``). The common alternative, a callback that assigns ``optimizer.learning_rate``
 or ``optimizer.beta_1`` between batches, fails silently for the momentum: ``beta_1`` is a
 Python float, read once when the step is traced and baked into the compiled code
 (notebook 06 shows it). Here the optimizer's ``beta_1`` is itself computed from the
 iteration counter (``ScheduledNadam``).
-Used in: notebook 06.
 """
 from __future__ import annotations
 

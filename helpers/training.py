@@ -1,16 +1,18 @@
-"""Compile and train a Keras model with early stopping, timing and a Run record.
+"""Compile and train a Keras model: ``model.fit`` with early stopping, a resume after a kill, a Run record.
 
-This is what the notebooks call: ``compile_model`` (Nadam and the loss), ``train`` (the
-epoch loop with early stopping on validation loss, best weights restored, a progress bar
-or one line per epoch, a ``RunRecord`` at the end) and ``evaluate``. ``train`` does what
-``model.fit(..., callbacks=[keras.callbacks.EarlyStopping(patience=20,
-restore_best_weights=True)])`` does, with each epoch run by ``helpers.engine`` (one
-compiled loop per epoch under JAX; ``fit`` under other backends), and it records more:
-per-epoch wall time, the compile epoch apart, the data's fingerprint, the versions.
-Notebook 02 shows both side by side.
+``compile_model`` is Nadam, the loss and accuracy, with the speed-ups ``fit`` offers;
+``train`` is ``model.fit`` with Keras' callbacks (``EarlyStopping``, ``TerminateOnNaN``,
+``TensorBoard``) and three small ones of ours (``helpers.callbacks``: a batch order that
+a resumed run draws again, the epochs' wall times, and a ``BackupAndRestore`` that keeps
+all the state an exact resume needs). It returns a ``RunRecord``: what ``fit``'s
+``History`` says, plus the best epoch, the test accuracy, the times, the data's origin
+and the versions. Notebook 02 shows its source.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import platform
@@ -21,19 +23,30 @@ import time
 import keras
 import numpy as np
 
-from helpers import checkpoints, config, engine, models, progress
+from helpers import callbacks as ours
+from helpers import config, models
 from helpers.results import HISTORY_KEYS, RunRecord
 
+# 32 train steps per call of the compiled step: fewer round trips between Python and the
+# backend (benchmarks/README.md). Schedules here read the optimizer's iteration counter inside
+# the step, so they change at every step whatever this is; a per-batch callback would not.
+STEPS_PER_EXECUTION = 32
+EVAL_BATCH_SIZE = 500  # evaluation only: fewer, larger batches, the same numbers
 
-def compile_model(model: keras.Model, learning_rate, beta_1=0.9, beta_2: float = 0.999) -> keras.Model:
-    """Compile with Nadam, sparse categorical cross-entropy and accuracy.
+
+def compile_model(model: keras.Model, learning_rate, beta_1=0.9, beta_2: float = 0.999,
+                  metrics=("accuracy",)) -> keras.Model:
+    """Compile with Nadam, sparse categorical cross-entropy and ``metrics``, XLA and 32 steps per call.
+
+    Nadam is Adam with Nesterov momentum: each weight moves by a running mean of its
+    gradients (momentum, weighted by ``beta_1``) divided by the root of a running mean of
+    their squares (``beta_2``), looking one momentum step ahead.
 
     Args:
         learning_rate: a float or a ``LearningRateSchedule`` (LR finder, 1cycle).
             Keras 3 spells it ``learning_rate``; ``Nadam(lr=...)`` is an error.
         beta_1: Nadam's momentum: a float, or a schedule with a ``momentum(step)`` method
             (``helpers.schedules.OneCycle``), then read from the iteration counter at every step.
-    Used in: notebooks 02-06.
     """
     check_learning_rate(learning_rate)
     if hasattr(beta_1, "momentum"):
@@ -42,7 +55,9 @@ def compile_model(model: keras.Model, learning_rate, beta_1=0.9, beta_2: float =
         optimizer = ScheduledNadam(learning_rate=learning_rate, momentum_schedule=beta_1, beta_2=beta_2)
     else:
         optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
-    return engine.compile_with_speedups(model, optimizer, keras.losses.SparseCategoricalCrossentropy())
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=list(metrics),
+                  jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
+    return model
 
 
 def check_learning_rate(learning_rate):
@@ -59,15 +74,17 @@ def check_learning_rate(learning_rate):
 
 
 def check_data(model: keras.Model, data, batch_size: int | None = None):
-    """Refuse data a model cannot train on, with a message that says what to do.
+    """Refuse data a model cannot train on, with a message that says what to do; returns it, labels flattened.
 
     Checks each of the train, validation and test sets: no empty set; images of the model's
     input shape, floats (not raw uint8 pixels), finite; as many labels as images and, for a
-    classifier (more than one output), labels of shape (N,) that are class ids within the
-    model's classes. And a batch no larger than the training set. Cheap next to an epoch.
+    classifier (more than one output), class ids within the model's classes, of shape (N,)
+    or (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them; flattened here, as
+    ``fit`` would read them). And a batch no larger than the training set.
     """
     expected = tuple(model.input_shape[1:])
     n_classes = model.output_shape[-1]
+    flat = {}
     for name in ("train", "valid", "test"):
         x, y = np.asarray(getattr(data, f"x_{name}")), np.asarray(getattr(data, f"y_{name}"))
         if len(x) == 0:
@@ -87,24 +104,50 @@ def check_data(model: keras.Model, data, batch_size: int | None = None):
             raise ValueError(f"{len(x)} {name} images but {len(y)} labels: they must match one to one")
         if n_classes == 1:  # one output: a regression probe, not a classifier; no class ids to check
             continue
-        if y.ndim == 2 and y.shape[1] == n_classes:
+        if y.ndim == 2 and y.shape[1] == n_classes and n_classes > 1:
             raise ValueError(f"{name} labels look one-hot, shape {y.shape}: the loss takes class ids of "
                              "shape (N,), e.g. y.argmax(axis=1)")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = flat[f"y_{name}"] = y[:, 0]
         if y.ndim != 1:
             raise ValueError(f"{name} labels must have shape (N,), got {y.shape}; flatten them (y.ravel())")
         if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= n_classes:
+            values = f"values from {y.min()} to {y.max()}" if y.dtype.kind in "iufb" else f"e.g. {y[:3].tolist()}"
             raise ValueError(f"{name} labels must be integer class ids 0..{n_classes - 1}, got dtype {y.dtype} "
-                             f"with values from {y.min()} to {y.max()}")
+                             f"with {values}")
     if batch_size is not None and batch_size > len(data.y_train):
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(data.y_train)} images); "
                          "use a smaller batch")
+    return dataclasses.replace(data, **flat) if flat else data
 
 
-def evaluate(model: keras.Model, x, y, batch_size: int = engine.EVAL_BATCH_SIZE):
-    """(loss, accuracy) of ``model`` on ``(x, y)``. Used in: notebooks 02-06."""
-    stepper = engine.stepper_for(model)
-    x, y = stepper.device_arrays(x, y)
-    return stepper.evaluate(x, y, batch_size)
+def evaluate(model: keras.Model, x, y, batch_size: int = EVAL_BATCH_SIZE):
+    """(loss, accuracy) of a compiled ``model`` on ``(x, y)``: ``model.evaluate``, inputs checked first.
+
+    Labels of shape (N,) and (N, 1) give the same numbers; raw uint8 pixels, one-hot or
+    out-of-range labels are refused (``check_data``'s messages).
+    """
+    require_compiled(model)
+    checked = check_data(model, _AsData(x, y, x, y, x, y))
+    out = model.evaluate(checked.x_test, checked.y_test, batch_size=batch_size, verbose=0, return_dict=True)
+    return float(out["loss"]), float(out.get("accuracy", math.nan))
+
+
+@dataclasses.dataclass(frozen=True)
+class _AsData:
+    """One set of images and labels where ``check_data`` expects three."""
+
+    x_train: object
+    y_train: object
+    x_valid: object
+    y_valid: object
+    x_test: object
+    y_test: object
+
+
+def require_compiled(model):
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError("compile the model first (helpers.training.compile_model, or model.compile(...))")
 
 
 def learning_rate_of(optimizer) -> float:
@@ -140,183 +183,75 @@ def versions() -> dict:
 
 def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = None,
           patience: int | None = None, batch_size: int | None = None, seed: int = config.SEED,
-          verbose: int = 1, tensorboard_dir=None, extra_config: dict | None = None,
-          evaluate_test: bool = True, shuffle: bool = True, random_flip: bool = False, resume: bool = True,
-          monitor: str = "val_loss", settings=None) -> RunRecord:
-    """Train a compiled model with early stopping on validation loss; restore the best weights.
+          verbose="auto", monitor: str = "val_loss", resume: bool = True, tensorboard_dir=None,
+          callbacks=(), evaluate_test: bool = True, extra_config: dict | None = None) -> RunRecord:
+    """``model.fit`` with early stopping and an exact resume; returns the run's ``RunRecord``.
+
+    The trained weights stay in ``model``: the best epoch's under early stopping
+    (``restore_best_weights``), the last epoch's under a schedule that fixes the length
+    (1cycle: it is judged at its end, and early stopping is off).
 
     Args:
+        model: compiled (``compile_model``, or ``model.compile`` with a sparse loss and accuracy).
         data: a ``helpers.data.Dataset`` (already scaled or standardized).
         variant: the record's name, e.g. ``"baseline"``.
         max_epochs, patience, batch_size: default to the mode's settings.
-        seed: draws each epoch's batch order (and flips) from ``(seed, epoch)``.
-        verbose: 1 shows a progress bar, then one line; 2 one line per epoch (best epochs
-            marked); 0 nothing (``helpers.progress``).
-        tensorboard_dir: if given, per-epoch scalars are written there for TensorBoard.
+        seed: each epoch's batch order is drawn from ``(seed, epoch)`` (``callbacks.EpochOrder``).
+        verbose: as ``fit``'s: 1 a progress bar, 2 one line per epoch, 0 nothing.
+        monitor: what early stopping watches: ``"val_loss"`` (lowest) or ``"val_accuracy"`` (highest).
+        resume: back up after every epoch (``callbacks.ExactBackupAndRestore``, in the cache
+            folder) and continue from there when the same run is started again after a kill;
+            False trains from epoch 1 and writes nothing.
+        tensorboard_dir: if given, Keras' ``TensorBoard`` callback logs to ``tensorboard_dir/variant``.
+        callbacks: more Keras callbacks, passed to ``fit``.
+        evaluate_test: False leaves the test set alone (test metrics NaN), for searches.
         extra_config: anything else the record's ``config`` should keep.
-        evaluate_test: False leaves the test set alone (test metrics NaN), for runs that
-            only compare settings, such as learning-rate candidates.
-        shuffle: False keeps the training order, as ``fit(..., shuffle=False)`` does (to
-            compare the two step for step); True reshuffles every epoch from ``(seed, epoch)``.
-        random_flip: mirror each training image left-right with probability 1/2, drawn anew
-            every epoch from ``(seed, epoch)`` (under JAX inside the compiled step, so at no
-            cost). Validation and test images are never flipped.
-        resume: keep a checkpoint after every epoch (``helpers.checkpoints``), and continue
-            from it when the same run is started again after being killed; False trains
-            from epoch 1 and writes nothing.
-        monitor: what early stopping watches and the best epoch is chosen by: ``"val_loss"``
-            (lowest) or ``"val_accuracy"`` (highest), as Keras' ``EarlyStopping(monitor=...)``.
-    Returns:
-        A ``RunRecord`` (not yet saved: ``helpers.results.save_run``). Each epoch's time
-        covers training and validation; the first epoch (compilation) is kept apart.
-    Used in: notebooks 02-06.
     """
-    return train_networks(Solo(model), data, [(variant, seed)], max_epochs=max_epochs, patience=patience,
-                          batch_size=batch_size, verbose=verbose, tensorboard_dir=tensorboard_dir,
-                          extra_config=extra_config, evaluate_test=evaluate_test, shuffle=shuffle,
-                          random_flip=random_flip, resume=resume, monitor=monitor, settings=settings)[0]
-
-
-class Solo:
-    """One network, as ``train_networks`` trains it: its stepper (``helpers.engine``) behind the group interface.
-
-    A group of K networks (this one, or ``helpers.vmapped.SideBySide``) trains one epoch of
-    each active network, evaluates them all, and gives each network's variables by path
-    (for checkpoints) and its weights (for early stopping).
-    """
-
-    def __init__(self, model: keras.Model):
-        self.models = [model]
-        self.stepper = engine.stepper_for(model)
-        engine.require_compiled(model)
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-
-    def device_arrays(self, x, y):
-        return self.stepper.device_arrays(x, y)
-
-    def train_epoch(self, x, y, batch_size, seeds, flips, active):
-        loss, acc = self.stepper.train_epoch(x, y, batch_size, seeds[0], flips[0])
-        return np.array([loss]), np.array([acc])
-
-    def evaluate(self, x, y):
-        loss, acc = self.stepper.evaluate(x, y, engine.EVAL_BATCH_SIZE)
-        return np.array([loss]), np.array([acc])
-
-    def variables(self, i):
-        return checkpoints.variables_of(self.models[i])
-
-    def load(self, i, values):
-        checkpoints.assign(self.models[i], values)
-
-    def weights(self, i):
-        return checkpoints.weights_of(self.models[i])
-
-    def finished_model(self, i):
-        return self.models[i], self.stepper
-
-
-def train_networks(networks, data, runs, *, max_epochs: int | None = None, patience: int | None = None,
-                   batch_size: int | None = None, verbose: int = 1, tensorboard_dir=None,
-                   extra_config: dict | None = None, evaluate_test: bool = True, shuffle: bool = True,
-                   random_flip: bool = False, resume: bool = True, monitor: str = "val_loss", settings=None,
-                   report=None) -> list:
-    """The epoch loop of ``train``, for a group of networks trained together: one record per network.
-
-    ``networks``: ``Solo(model)`` or ``helpers.vmapped.SideBySide(models)``; ``runs``: one
-    ``(variant, seed)`` per network. Each network keeps its own epoch count, batch order,
-    early stopping, checkpoint and TensorBoard log, so a record is what training the network
-    alone gives. ``report``: where each epoch's numbers go (default a ``progress.Display``
-    at ``verbose``); the other arguments as ``train``'s.
-    """
-    settings = settings or config.SETTINGS
+    settings = config.SETTINGS
     max_epochs, patience, batch_size = resolve_lengths(settings, max_epochs, patience, batch_size)
-    if monitor not in TrainingState.MONITORS:
-        raise ValueError(f"monitor must be one of {TrainingState.MONITORS}, got {monitor!r}")
-    for model in networks.models:
-        check_data(model, data, batch_size)
-    if random_flip and np.ndim(data.x_train) != 4:
-        raise ValueError(f"random_flip mirrors images of shape (N, height, width, channels); the training "
-                         f"inputs have shape {np.shape(data.x_train)}")
-    own_report = report is None
-    report = report or progress.Display([v for v, _ in runs], max_epochs, verbose)
-    try:  # an interrupted cell still ends its own bar
-        x_train, y_train = networks.device_arrays(data.x_train, data.y_train)
-        x_valid, y_valid = networks.device_arrays(data.x_valid, data.y_valid)
-        states = [TrainingState(patience, monitor) for _ in runs]
-        saved = [None] * len(runs)
-        if resume:
-            fingerprint = checkpoints.data_fingerprint(data)
-            saved = [checkpoints.Checkpoint.for_run(model, data, fingerprint, variant=variant, seed=seed,
-                                                    batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-                                                    monitor=monitor, shuffle=shuffle, random_flip=random_flip,
-                                                    mode=settings.mode)
-                     for model, (variant, seed) in zip(networks.models, runs)]
-            for i, (checkpoint, state) in enumerate(zip(saved, states)):
-                values = checkpoint.restore(networks.variables(i), state) if checkpoint.exists() else None
-                if values is not None:
-                    networks.load(i, values)
-                    report.note(runs[i][0], f"resumed from a checkpoint after epoch {state.epoch} "
-                                            f"({checkpoint.path.name})")
-        writers = [_tensorboard_writer(tensorboard_dir, variant) for variant, _ in runs]
-        n = len(data.y_train)
-        try:
-            while True:
-                active = np.array([s.stopped is None and s.epoch < max_epochs for s in states])
-                if not active.any():
-                    break
-                epochs = [s.epoch + 1 for s in states]
-                seeds = [(seed, e) if shuffle else None for (_, seed), e in zip(runs, epochs)]
-                flips = [np.random.default_rng((seed, e, 1)).random(n) < 0.5 if random_flip else None
-                         for (_, seed), e in zip(runs, epochs)]
-                start = time.perf_counter()
-                losses, accs = networks.train_epoch(x_train, y_train, batch_size, seeds, flips, active)
-                val_losses, val_accs = networks.evaluate(x_valid, y_valid)
-                seconds = time.perf_counter() - start
-                for i in np.flatnonzero(active):
-                    state = states[i]
-                    improved = state.update(losses[i], accs[i], val_losses[i], val_accs[i], seconds,
-                                            lambda i=i: networks.weights(i))
-                    if saved[i] is not None:  # before the report: an epoch shown is an epoch saved
-                        saved[i].save(networks.variables(i), state)
-                    report.epoch(progress.EpochEnd(runs[i][0], state.epoch, max_epochs, losses[i], accs[i],
-                                                   val_losses[i], val_accs[i], seconds, improved, state.stopped))
-                    if writers[i] is not None:
-                        _tensorboard_write(writers[i], state.epoch, losses[i], accs[i], val_losses[i], val_accs[i])
-        finally:
-            for writer in writers:
-                if writer is not None:
-                    writer.close()
-        if random_flip:
-            extra_config = {**(extra_config or {}), "augmentation": "random horizontal flip"}
-        records = []
-        for i, ((variant, seed), state) in enumerate(zip(runs, states)):
-            model, stepper = networks.finished_model(i)
-            records.append(finish(model, data, variant, state, settings, stepper, seed=seed, batch_size=batch_size,
-                                  max_epochs=max_epochs, evaluate_test=evaluate_test, extra_config=extra_config))
-            report.finished(records[-1])
-            if saved[i] is not None:
-                saved[i].remove()
-    finally:
-        if own_report:
-            report.close()
-    return records
+    if monitor not in ("val_loss", "val_accuracy"):
+        raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
+    require_compiled(model)
+    data = check_data(model, data, batch_size)
+    fixed_length = check_schedule(model.optimizer, max_epochs, len(data.y_train), batch_size)
+    log = ours.RunLog()
+    batches = ours.EpochOrder(data.x_train, data.y_train, batch_size, seed)
+    stopper = None if fixed_length else keras.callbacks.EarlyStopping(monitor=monitor, patience=patience,
+                                                                       restore_best_weights=True)
+    steps = [log, keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: batches.set_epoch(epoch)),
+             *([stopper] if stopper else []), keras.callbacks.TerminateOnNaN(), *callbacks]
+    if tensorboard_dir is not None:
+        steps.append(keras.callbacks.TensorBoard(log_dir=os.path.join(str(tensorboard_dir), variant)))
+    backup = None
+    if resume:
+        backup = ours.ExactBackupAndRestore(backup_folder(model, data, variant=variant, seed=seed, batch_size=batch_size,
+                                                          max_epochs=max_epochs, patience=patience, monitor=monitor,
+                                                          mode=settings.mode), log, stopper)
+        steps.append(backup)  # last: it saves what the others recorded, and restores after they reset
+    model.fit(batches, epochs=max_epochs, validation_data=(data.x_valid, data.y_valid),
+              validation_batch_size=EVAL_BATCH_SIZE, shuffle=False, verbose=verbose, callbacks=steps)
+    kept = (len(log.history["loss"]) if stopper is None or stopper.best_weights is None
+            else stopper.best_epoch + 1)
+    extra = {**(extra_config or {}), **({"resumed_after_epoch": backup.resumed_after} if backup and
+                                        backup.resumed_after else {})}
+    return run_record(model, data, variant, log.history, kept, seed=seed, batch_size=batch_size,
+                      max_epochs=max_epochs, patience=patience if stopper else None,
+                      kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
+                               "the last epoch: the schedule fixes the length, no early stopping"),
+                      evaluate_test=evaluate_test, extra_config=extra)
 
 
-def time_alone(networks: dict, epochs: int = 3, settings=None) -> dict:
-    """Seconds per epoch of each network trained alone, one after another, here: the series' one way to time.
-
-    ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a
-    compiled model. Each trains ``epochs`` epochs (no early stopping, no checkpoint, the test
-    set left alone); its time is the median of the epochs after the first (which compiles).
-    Trained side by side in one process at one time, the figures compare; seconds measured
-    at other moments, or while other trainings share the cores, do not (a shared machine's
-    speed varies up to 3x from day to day). Returns ``{label: seconds per epoch}``.
-    Used in: notebooks 03-06.
-    """
-    return {label: train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs, verbose=0,
-                         evaluate_test=False, resume=False, settings=settings, **kwargs).seconds_per_epoch
-            for label, (make_model, data, kwargs) in networks.items()}
+def check_schedule(optimizer, max_epochs: int, n_train: int, batch_size: int) -> bool:
+    """True for a rate schedule that fixes the training's length (1cycle); refuses one sized for other steps."""
+    total = getattr(getattr(optimizer, "_learning_rate", None), "total_steps", None)  # a schedule's, if any
+    if total is None:
+        return False
+    steps = max_epochs * math.ceil(n_train / batch_size)
+    if total != steps:
+        raise ValueError(f"the learning-rate schedule is sized for {total} steps, but {max_epochs} epochs of "
+                         f"{n_train} images at batch {batch_size} are {steps} steps: size it with "
+                         "schedules.steps_per_epoch(len(data.y_train), batch_size) * epochs, or train as many epochs")
+    return True
 
 
 def resolve_lengths(settings, max_epochs, patience, batch_size):
@@ -331,93 +266,42 @@ def resolve_lengths(settings, max_epochs, patience, batch_size):
     return max_epochs, patience, batch_size
 
 
-class TrainingState:
-    """Early stopping's bookkeeping for one network, apart from the loop that feeds it.
+def backup_folder(model, data, **settings):
+    """Where a run's backup lives: named after everything that makes it this run (model as built, data, settings).
 
-    ``update`` takes one epoch's numbers, appends them to the history, keeps the weights
-    of the best epoch so far (by path; lowest validation loss, or highest validation accuracy with
-    ``monitor="val_accuracy"``), and sets ``stopped`` to ``"nan"`` (a loss is not finite)
-    or ``"early_stopping"`` (``patience`` epochs without a better one). What
-    ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does inside ``fit``.
+    Another run's backup is never picked up: another seed, rate, architecture, data or
+    setting gives another name. In the cache folder (``CIFAR10_CACHE``), outside the repository.
     """
-
-    MONITORS = ("val_loss", "val_accuracy")
-    FIELDS = ("history", "best_score", "best_epoch", "best_elapsed", "elapsed", "stopped")  # saved in checkpoints
-
-    def __init__(self, patience: int, monitor: str = "val_loss"):
-        self.patience, self.monitor = patience, monitor
-        self.history = {k: [] for k in HISTORY_KEYS}  # loss, accuracy, val_loss, val_accuracy, epoch_seconds
-        self.best_score, self.best_epoch, self.best_weights, self.best_elapsed = math.inf, 0, None, 0.0
-        self.elapsed = 0.0
-        self.stopped = None
-
-    @property
-    def epoch(self) -> int:
-        return len(self.history["loss"])
-
-    def update(self, loss, acc, val_loss, val_acc, seconds, get_weights) -> bool:
-        """Record one epoch; True if it is the best so far (its weights are then kept)."""
-        self.elapsed += seconds
-        for k, v in zip(HISTORY_KEYS, (loss, acc, val_loss, val_acc, seconds)):
-            self.history[k].append(float(v))
-        score = float(val_loss) if self.monitor == "val_loss" else -float(val_acc)
-        improved = score < self.best_score and math.isfinite(val_loss)
-        if improved:
-            self.best_score, self.best_epoch = score, self.epoch
-            self.best_weights, self.best_elapsed = get_weights(), self.elapsed
-        if not (math.isfinite(loss) and math.isfinite(val_loss)):
-            self.stopped = "nan"
-        elif self.epoch - self.best_epoch >= self.patience:
-            self.stopped = "early_stopping"
-        return improved
+    digest = hashlib.sha256(json.dumps({
+        "backend": keras.backend.backend(), "keras": keras.__version__, "model": model.get_config(),
+        "optimizer": model.optimizer.get_config(), "data": [data.source, data.preprocessing, data.sizes()],
+        **settings}, sort_keys=True, default=str).encode())
+    for a in (*model.get_weights(), data.x_train[::97], data.y_train, data.x_valid[::97]):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(settings.get("variant", "run")))
+    return config.cache_dir() / "checkpoints" / f"{name}-{digest.hexdigest()[:16]}"
 
 
-def finish(model, data, variant, state: TrainingState, settings, stepper, *, seed, batch_size, max_epochs,
-           evaluate_test=True, extra_config=None) -> RunRecord:
-    """Restore the best weights, evaluate them, and write it all into a ``RunRecord``."""
-    if state.best_weights is not None:
-        for w in model.weights:
-            w.assign(state.best_weights[w.path])
-    valid_loss, valid_acc = stepper.evaluate(*stepper.device_arrays(data.x_valid, data.y_valid),
-                                             engine.EVAL_BATCH_SIZE)
-    test_loss, test_acc = (stepper.evaluate(*stepper.device_arrays(data.x_test, data.y_test), engine.EVAL_BATCH_SIZE)
-                           if evaluate_test else (math.nan, math.nan))
-    predicted = (model.predict(data.x_test, batch_size=engine.EVAL_BATCH_SIZE, verbose=0).argmax(axis=1)
+def run_record(model, data, variant, history, kept_epoch, *, seed, batch_size, max_epochs, patience, kept_as,
+               evaluate_test=True, extra_config=None) -> RunRecord:
+    """Evaluate the weights ``model`` holds and write it all into a ``RunRecord``."""
+    valid_loss, valid_acc = evaluate(model, data.x_valid, data.y_valid)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test) if evaluate_test else (math.nan, math.nan)
+    predicted = (model.predict(data.x_test, batch_size=EVAL_BATCH_SIZE, verbose=0).argmax(axis=1)
                  if evaluate_test and model.output_shape[-1] <= 10 else [])
-    times = state.history["epoch_seconds"]
-    stopped = state.stopped or "max_epochs"
-    watched = "val_loss" if state.monitor == "val_loss" else "val_accuracy (highest)"
-    record = RunRecord(
-        variant=variant, mode=settings.mode, data=data.source,
-        learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=state.best_epoch,
-        valid_accuracy=float(valid_acc), test_accuracy=float(test_acc),
-        valid_loss=float(valid_loss), test_loss=float(test_loss),
+    times = history["epoch_seconds"]
+    finite = all(math.isfinite(v) for k in ("loss", "val_loss") for v in history.get(k, []))
+    stopped = ("nan" if not finite else "max_epochs" if len(times) == max_epochs else "early_stopping")
+    return RunRecord(
+        variant=variant, mode=config.SETTINGS.mode, data=data.source,
+        learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=int(kept_epoch),
+        valid_accuracy=valid_acc, test_accuracy=test_acc, valid_loss=valid_loss, test_loss=test_loss,
         seconds_per_epoch=float(statistics.median(times[1:])) if len(times) > 1 else float(times[0]),
-        first_epoch_seconds=float(times[0]), wall_time_to_best=float(state.best_elapsed), stopped=stopped,
-        history=state.history,
+        first_epoch_seconds=float(times[0]), wall_time_to_best=float(sum(times[:kept_epoch])), stopped=stopped,
+        history=history,
         config={"architecture": models.describe(model), "optimizer": optimizer_config(model.optimizer),
-                "batch_size": batch_size, "max_epochs": max_epochs, "patience": state.patience,
-                "early_stopping": f"{watched}, best weights restored", "seed": seed,
-                "preprocessing": data.preprocessing, "sizes": data.sizes(),
-                "fast_path": isinstance(stepper, engine.JaxStepper), "versions": versions(),
+                "batch_size": batch_size, "max_epochs": max_epochs, "patience": patience, "kept": kept_as,
+                "seed": seed, "preprocessing": data.preprocessing, "sizes": data.sizes(),
+                "steps_per_execution": model.steps_per_execution, "versions": versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_config or {})},
         test_predictions="".join(map(str, predicted)))
-    return record
-
-
-def _tensorboard_writer(directory, variant):
-    if directory is None:
-        return None
-    import tensorflow as tf  # TensorBoard's writer; installed with the project
-
-    return tf.summary.create_file_writer(str(directory) + f"/{variant}")
-
-
-def _tensorboard_write(writer, epoch, loss, acc, val_loss, val_acc):
-    import tensorflow as tf
-
-    with writer.as_default():
-        for name, value in (("loss/train", loss), ("loss/valid", val_loss),
-                            ("accuracy/train", acc), ("accuracy/valid", val_acc)):
-            tf.summary.scalar(name, value, step=epoch)
-    writer.flush()

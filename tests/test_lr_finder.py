@@ -2,10 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import engine, training
+from helpers import training
 from helpers.data import Dataset
-from helpers.lr_finder import (ExponentialSweep, compare_full_trainings, compare_learning_rates, find_learning_rate,
-                               smooth, sweep_batches)
+from helpers.lr_finder import ExponentialSweep, find_learning_rate, search_rates, smooth
 from helpers.models import build_dnn
 from tests.synthetic import blobs
 from tests.backends import once
@@ -18,8 +17,10 @@ def probe_model(optimizer):
     """
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
                                                                      kernel_initializer="zeros")])
-    # compiled as helpers compiles every model: with the backend's speed-ups on
-    return engine.compile_with_speedups(model, optimizer, keras.losses.MeanAbsoluteError(), metrics=())
+    # compiled as helpers compiles every model: with the speed-ups on (several steps per call, XLA)
+    model.compile(optimizer=optimizer, loss="mean_absolute_error", steps_per_execution=training.STEPS_PER_EXECUTION,
+                  jit_compile=True)
+    return model
 
 
 def probe_data(n=64):
@@ -28,30 +29,14 @@ def probe_data(n=64):
     return Dataset(x, y, x[:8], y[:8], x[:8], y[:8], source="probe", preprocessing="scaled")
 
 
-@pytest.mark.parametrize("chunk", [1, 7])
-def test_rate_used_at_step_k_equals_the_schedule(chunk):
-    """Read back the rate the compiled step actually applied, step by step."""
-    schedule = ExponentialSweep(1e-3, 1.0, steps=20)  # the 20 steps move w by 3.1 in all
-    model = probe_model(keras.optimizers.SGD(learning_rate=schedule))
-    data = probe_data()
-    stepper = engine.stepper_for(model)
-    x, y = stepper.device_arrays(data.x_train, data.y_train)
-    full, _ = engine.batch_indices(len(y), 1, None)
-    applied, w_before = [], 0.0
-    for first in range(0, 20, chunk):
-        stepper.train_steps(x, y, full[first:min(first + chunk, 20)], np.empty(0, int))
-        w = float(model.get_weights()[0].ravel()[0])
-        applied.append(w - w_before)
-        w_before = w
-    expected = [schedule.rate_at(np.arange(k, min(k + chunk, 20))).sum() for k in range(0, 20, chunk)]
-    np.testing.assert_allclose(applied, expected, rtol=1e-4)
-
-
 def test_finder_applies_its_sweep_to_the_models_optimizer():
-    """The finder's own batch losses fall by exactly the rate of each step (SGD probe)."""
+    """The finder's own batch losses fall by exactly the rate of each step (SGD probe).
+
+    Each loss is a batch's own, recovered from Keras' running mean of the epoch; a running
+    mean would fall by less and less.
+    """
     model = probe_model(keras.optimizers.SGD(learning_rate=0.5))
-    result = find_learning_rate(model, probe_data(), min_rate=1e-2, max_rate=1.0, steps=30,
-                                batch_size=2, chunk=8)
+    result = find_learning_rate(model, probe_data(), min_rate=1e-2, max_rate=1.0, steps=30, batch_size=2)
     applied = -np.diff(result.losses)
     np.testing.assert_allclose(applied, result.rates[:-1], rtol=1e-3)
     assert result.rates[0] == pytest.approx(1e-2) and result.rates[-1] == pytest.approx(1.0)
@@ -60,7 +45,7 @@ def test_finder_applies_its_sweep_to_the_models_optimizer():
 def test_finder_leaves_the_callers_model_untouched():
     model = training.compile_model(build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,)), 1e-3)
     before = [w.copy() for w in model.get_weights()]
-    find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32, chunk=10)
+    find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
 
@@ -68,7 +53,7 @@ def test_finder_leaves_the_callers_model_untouched():
 def test_finder_stops_on_divergence_and_suggests_a_sane_rate():
     model = build_dnn(n_hidden=2, n_neurons=32, input_shape=(20,))
     result = find_learning_rate(model, blobs(n_train=6400, spread=2.0), min_rate=1e-5, max_rate=1e3, steps=200,
-                                batch_size=32, chunk=20)
+                                batch_size=32)
     assert "diverged" in result.stopped
     assert len(result.rates) < 200  # it stopped before the end of the sweep
     assert 1e-4 < result.suggestion < 1.0  # Nadam on blobs: a usable rate, not the floor or the blow-up
@@ -77,22 +62,18 @@ def test_finder_stops_on_divergence_and_suggests_a_sane_rate():
     assert result.rule == "rate at minimum smoothed loss / 10"
 
 
-def test_the_sweep_has_its_steps_whatever_the_size_of_the_data():
-    """15 batches of 128 in the data, 60 steps asked: the data is gone through 4 times, reshuffled."""
+def test_the_sweep_is_one_epoch_by_default_and_has_its_steps_whatever_the_size_of_the_data():
     model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))
-    result = find_learning_rate(model, blobs(n_train=1920), steps=60, batch_size=128, chunk=20)
-    assert len(result.rates) == 60 or "diverged" in result.stopped
-    batches = sweep_batches(1920, 128, 60, seed=0)
-    assert batches.shape == (60, 128)
-    for first in range(0, 60, 15):  # each pass uses every sample once
-        assert sorted(batches[first:first + 15].ravel()) == list(range(1920))
-    assert batches[:15].tolist() != batches[15:30].tolist()  # in another order
+    one_epoch = find_learning_rate(model, blobs(n_train=640), batch_size=32, max_rate=1e-2)
+    assert len(one_epoch.rates) == 20  # 640 images at batch 32
+    more = find_learning_rate(model, blobs(n_train=640), steps=50, batch_size=32, max_rate=1e-2)
+    assert len(more.rates) == 50  # the data gone through again, reshuffled
 
 
 def test_a_sweep_that_cannot_suggest_falls_back_and_says_so(capsys):
     model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,),
                       initializer=keras.initializers.RandomNormal(stddev=1e20))  # NaN from the first step
-    result = find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32, chunk=10, fallback=5e-4)
+    result = find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32, fallback=5e-4)
     assert result.suggestion == 5e-4 and result.rule.startswith("fallback")
     assert "using the fallback rate 5.00e-04" in capsys.readouterr().out
 
@@ -102,7 +83,7 @@ def test_diverging_model_gives_a_clear_message():
     model = build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,),
                       initializer=keras.initializers.RandomNormal(stddev=1e20))
     with pytest.raises(FloatingPointError, match="not finite from the first steps"):
-        find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32, chunk=10)
+        find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32)
 
 
 def test_schedule_values_and_bad_arguments():
@@ -120,52 +101,19 @@ def test_smoothing_is_bias_corrected_and_lags():
     np.testing.assert_allclose(smooth([1.0, 0.0, 0.0], beta=0.5), [1.0, 0.25 / 0.75, 0.125 / 0.875])
 
 
-@once
-def test_compare_learning_rates_picks_lowest_validation_loss():
-    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
-    cmp = compare_learning_rates(build, blobs(), [1e-6, 1e-2], epochs=2, fraction=1.0, max_extra=0)
-    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-6, 1e-2]) and cmp.extended == ()
-    assert cmp.best_rate == pytest.approx(1e-2)
-    assert all(r.epochs == 2 for r in cmp.records)
-    assert all(r.config["sizes"]["train"] == 600 for r in cmp.records)
-    assert all(np.isnan(r.test_accuracy) for r in cmp.records)  # the test set is left alone
-    assert cmp.seconds >= sum(sum(r.history["epoch_seconds"]) for r in cmp.records)
-
-
-@once
-def test_compare_learning_rates_on_a_balanced_share_of_the_training_set():
-    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
-    cmp = compare_learning_rates(build, blobs(n_train=1000), [1e-3, 3e-3], epochs=1, fraction=0.5, max_extra=0)
-    assert cmp.records[0].config["sizes"]["train"] == 500
-    with pytest.raises(ValueError, match="fraction"):
-        compare_learning_rates(build, blobs(), [1e-3, 3e-3], epochs=1, fraction=1.5)
-
-
 @pytest.mark.parametrize("rates", [[1e-3], [3e-3, 1e-3], [0.0, 1e-3], [1e-3, float("nan")]])
-def test_compare_learning_rates_refuses_a_bracket_that_is_not_one(rates):
-    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
+def test_search_rates_refuses_a_bracket_that_is_not_one(rates):
     with pytest.raises(ValueError, match="increasing"):
-        compare_learning_rates(build, blobs(), rates, epochs=1)
+        search_rates(lambda seed: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,)), blobs(), rates, prefix="x")
 
 
 @once
 def test_a_winner_at_the_edge_extends_the_bracket_in_its_direction():
-    """Rates far too low for blobs: the top one wins, so the check goes on upwards (ratio 10)."""
-    build = lambda: build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,))  # noqa: E731
-    cmp = compare_learning_rates(build, blobs(), [1e-7, 1e-6], epochs=2, fraction=1.0, max_extra=2)
-    assert cmp.extended == pytest.approx((1e-5, 1e-4))  # the edge kept winning: both extra rates used
-    assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-7, 1e-6, 1e-5, 1e-4])
-    assert cmp.best_rate == pytest.approx(1e-4)
-    inside = compare_learning_rates(build, blobs(), [1e-6, 1e-2, 1e3], epochs=2, fraction=1.0, max_extra=2)
-    assert inside.extended == () and inside.best_rate == pytest.approx(1e-2)  # a winner inside: no extension
-
-
-def test_full_trainings_side_by_side_extend_the_bracket_like_the_short_check():
     """Rates far too low for blobs: the top one wins, so the search trains the next one up (ratio 10)."""
     def build(seed):
         return build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,), seed=seed)
 
-    cmp = compare_full_trainings(build, blobs(), [1e-7, 1e-6], prefix="blob", max_extra=1, n_jobs=1, verbose=0,
+    cmp = search_rates(build, blobs(), [1e-7, 1e-6], prefix="blob", max_extra=1, n_jobs=1, verbose=0,
                                  max_epochs=2, patience=2)
     assert [r.learning_rate for r in cmp.records] == pytest.approx([1e-7, 1e-6, 1e-5])
     assert cmp.extended == pytest.approx((1e-5,)) and cmp.best_rate == pytest.approx(1e-5)
@@ -174,7 +122,8 @@ def test_full_trainings_side_by_side_extend_the_bracket_like_the_short_check():
     assert all(np.isnan(r.test_accuracy) for r in cmp.records)  # the test set left alone
 
 
-def test_full_trainings_with_a_failed_rate_choose_nothing():
+@once
+def test_a_bracket_with_a_failed_rate_chooses_nothing():
     """A failed training leaves a hole in the bracket: an error naming it, never a winner among the rest."""
     calls = []
 
@@ -188,5 +137,5 @@ def test_full_trainings_with_a_failed_rate_choose_nothing():
         return build_dnn(n_hidden=2, n_neurons=16, input_shape=(20,), seed=seed)
 
     with pytest.raises(RuntimeError, match=r"blob_lr_1\.0e-03"):
-        compare_full_trainings(build, blobs(), [1e-4, 1e-3, 1e-2], prefix="blob", n_jobs=1, verbose=0,
+        search_rates(build, blobs(), [1e-4, 1e-3, 1e-2], prefix="blob", n_jobs=1, verbose=0,
                                max_epochs=1, patience=1, compile_model=compile_model)

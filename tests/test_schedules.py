@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import engine, schedules, training
+from helpers import schedules, training
 from tests.test_lr_finder import probe_data
 
 
@@ -70,11 +70,13 @@ def nadam_reference(rates, momenta, n, target=10.0, beta_2=0.999, eps=1e-7):
 
 def probe(optimizer):
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
-    return engine.compile_with_speedups(model, optimizer, keras.losses.MeanSquaredError(), metrics=())
+    model.compile(optimizer=optimizer, loss="mean_squared_error", jit_compile=True,
+                  steps_per_execution=training.STEPS_PER_EXECUTION)  # as helpers compiles every model
+    return model
 
 
 def test_rate_and_momentum_are_applied_at_every_step_of_the_compiled_epoch():
-    """Through the epoch path (one scan under JAX; fit with XLA and 32 steps a call under TensorFlow).
+    """Through fit, with XLA and 32 steps per call of the compiled step.
 
     The weight after 40 steps equals Nadam run in NumPy with the formula's rate and momentum at
     each step; with the momentum frozen at its first value, or the rate, it would not.
@@ -82,9 +84,7 @@ def test_rate_and_momentum_are_applied_at_every_step_of_the_compiled_epoch():
     s = cycle()
     model = probe(schedules.ScheduledNadam(s, momentum_schedule=s))
     data = probe_data(n=40)
-    stepper = engine.stepper_for(model)
-    x, y = stepper.device_arrays(data.x_train, data.y_train)
-    stepper.train_epoch(x, y, batch_size=1, seed=0)
+    model.fit(data.x_train, data.y_train, batch_size=1, epochs=1, shuffle=False, verbose=0)
     w = float(model.get_weights()[0].ravel()[0])
     steps = np.arange(40)
     expected = nadam_reference(s.rate_at(steps), s.momentum_at(steps), 40)[-1]
@@ -95,20 +95,15 @@ def test_rate_and_momentum_are_applied_at_every_step_of_the_compiled_epoch():
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 40
 
 
-@pytest.mark.parametrize("chunk", [1, 7])
-def test_rate_and_momentum_read_back_step_by_step(chunk):
-    """The weight after each step, against the reference, run in chunks of ``chunk`` steps."""
+def test_rate_and_momentum_read_back_step_by_step():
+    """The weight after each step (``train_on_batch``), against the reference."""
     s = cycle()
     model = probe(schedules.ScheduledNadam(s, momentum_schedule=s))
     data = probe_data(n=40)
-    stepper = engine.stepper_for(model)
-    x, y = stepper.device_arrays(data.x_train, data.y_train)
-    full, _ = engine.batch_indices(len(y), 1, None)
     expected = nadam_reference(s.rate_at(np.arange(40)), s.momentum_at(np.arange(40)), 40)
-    for start in range(0, 40, chunk):
-        stop = min(start + chunk, 40)
-        stepper.train_steps(x, y, full[start:stop], np.array([], int))
-        assert float(model.get_weights()[0].ravel()[0]) == pytest.approx(expected[stop - 1], rel=1e-5), stop
+    for step in range(40):
+        model.train_on_batch(data.x_train[step:step + 1], data.y_train[step:step + 1])
+        assert float(model.get_weights()[0].ravel()[0]) == pytest.approx(expected[step], rel=1e-5), step
 
 
 def test_assigning_beta_1_is_refused_and_a_plain_nadam_ignores_it_inside_fit():

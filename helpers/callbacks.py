@@ -1,0 +1,161 @@
+"""What ``training.train`` adds to ``model.fit``, where Keras has nothing that does it.
+
+- ``EpochOrder``: the training batches of each epoch in an order drawn from
+  ``(seed, epoch)``. ``fit(shuffle=True)`` draws its order from the global random state,
+  which a resumed run cannot draw again; this order is the same after a resume.
+- ``RunLog``: every epoch's logs and wall time. Keras' ``History`` starts again at each
+  ``fit`` call, so a resumed run would lose the epochs before the kill.
+- ``ExactBackupAndRestore``: Keras' ``BackupAndRestore`` saves the weights and the
+  optimizer, not the dropout and flip layers' random state, nor early stopping's best
+  epoch and weights, nor the history: a resumed run then ends elsewhere. This subclass
+  saves them too, and writes each backup so that a kill at any moment leaves the last
+  complete one readable.
+- ``EpochLines``: one JSON line per epoch into a file, so that the process that started
+  worker processes (``parallel.train_many``) can show their progress.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class EpochOrder(keras.utils.PyDataset):
+    """Batches of ``(x, y)``, shuffled anew each epoch by ``np.random.default_rng((seed, epoch))``.
+
+    ``train`` calls ``set_epoch`` at each epoch's start (a ``LambdaCallback``), so the order
+    depends on the epoch, not on how many epochs this process has run.
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = x, y, int(batch_size), seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int):
+        self.order = np.random.default_rng((self.seed, epoch)).permutation(len(self.y))
+
+    def __len__(self):
+        return -(-len(self.y) // self.batch_size)
+
+    def __getitem__(self, i):
+        rows = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+
+class RunLog(keras.callbacks.Callback):
+    """Each epoch's logs (loss, metrics, validation) and its wall time in ``epoch_seconds``, across resumes."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start  # training and validation of this epoch
+        for key, value in {**(logs or {}), "epoch_seconds": seconds}.items():
+            self.history.setdefault(key, []).append(float(value))
+
+
+class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that also keeps random state, early stopping and the ``RunLog``.
+
+    After every epoch it writes ``epoch-N.weights.h5`` (weights and optimizer, by Keras) and
+    ``epoch-N.npz`` (random-state variables, early stopping's best weights), then replaces
+    ``state.json`` (epoch, history, early stopping's counters, the two file names) in one
+    atomic rename, then removes the older files. A kill at any moment leaves ``state.json``
+    naming a complete backup, or no ``state.json``. Put it last in the callbacks: it saves
+    what the others recorded for the epoch, and restores after they have reset.
+    """
+
+    def __init__(self, backup_dir, run_log: RunLog, early_stopping=None):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=True)
+        self.folder, self.run_log, self.early_stopping = Path(backup_dir), run_log, early_stopping
+        self.resumed_after = 0
+
+    def _random_state(self):
+        """The variables ``save_weights`` leaves out: the seed generators of dropout and flip layers."""
+        saved = {id(v) for v in self.model.weights}
+        return {v.path: v for v in self.model.variables if id(v) not in saved}
+
+    def _save_model(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        epoch = self._current_epoch
+        weights, arrays = f"epoch-{epoch}.weights.h5", f"epoch-{epoch}.npz"
+        self.model.save_weights(self.folder / weights, overwrite=True)
+        stopper = self.early_stopping
+        best = [] if stopper is None or stopper.best_weights is None else stopper.best_weights
+        np.savez(self.folder / arrays, **{f"random/{k}": keras.ops.convert_to_numpy(v.value)
+                                          for k, v in self._random_state().items()},
+                 **{f"best/{i}": w for i, w in enumerate(best)})
+        state = {"epoch": epoch, "weights": weights, "arrays": arrays, "history": self.run_log.history,
+                 "early_stopping": None if stopper is None else
+                 {"wait": stopper.wait, "best": float(stopper.best), "best_epoch": stopper.best_epoch}}
+        tmp = self.folder / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.folder / "state.json")
+        self._remove_all_but(weights, arrays)
+
+    def _remove_all_but(self, *keep):
+        for path in self.folder.iterdir():
+            if path.name not in (*keep, "state.json"):
+                path.unlink(missing_ok=True)
+
+    def _load_model(self):
+        path = self.folder / "state.json"
+        if not path.exists():
+            if self.folder.exists():
+                self._remove_all_but()  # what a kill before the first complete backup left
+            return
+        try:
+            state = json.loads(path.read_text())
+            with np.load(self.folder / state["arrays"]) as arrays:
+                arrays = dict(arrays)
+            if not (self.folder / state["weights"]).exists():
+                raise FileNotFoundError(state["weights"])
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"ignoring the backup in {self.folder} ({type(e).__name__}: {e}); starting from epoch 1",
+                          RuntimeWarning, stacklevel=2)
+            self._remove_all_but()
+            path.unlink()
+            return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.folder / state["weights"])
+        for name, variable in self._random_state().items():
+            variable.assign(arrays[f"random/{name}"])
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            for key, value in state["early_stopping"].items():
+                setattr(self.early_stopping, key, value)
+            best = [arrays[f"best/{i}"] for i in range(sum(k.startswith("best/") for k in arrays))]
+            self.early_stopping.best_weights = best or None
+        self.run_log.history = state["history"]
+        self.model._initial_epoch = self.resumed_after = state["epoch"]  # how BackupAndRestore resumes fit
+        self._remove_all_but(state["weights"], state["arrays"])
+        print(f"resumed from a checkpoint after epoch {state['epoch']} ({self.folder.name})", flush=True)
+
+
+class EpochLines(keras.callbacks.Callback):
+    """Appends ``{"variant", "epoch", **logs}`` as one JSON line per epoch to ``path``.
+
+    For worker processes whose output no notebook shows: the parent reads the file. A
+    folder that does not exist here (a worker on another machine) means no lines.
+    """
+
+    def __init__(self, path, variant: str):
+        super().__init__()
+        self.path, self.variant = Path(path), variant
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.path.parent.is_dir():
+            return
+        line = {"variant": self.variant, "epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")

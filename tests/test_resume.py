@@ -1,0 +1,142 @@
+"""A training killed mid-way (SIGKILL) resumes from its last epoch and ends as an uninterrupted one."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from helpers import callbacks, config, training
+from helpers.models import build_dnn
+from tests.backends import once
+from tests.synthetic import blobs
+
+SCRIPT = textwrap.dedent('''
+    import sys, time
+    import keras
+    from helpers import results, training
+    from helpers.models import build_dnn
+    from tests.synthetic import blobs
+
+    slow = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(0.2))  # time to be killed
+    model = training.compile_model(build_dnn(n_hidden=3, n_neurons=16, input_shape=(20,), seed=1, activation="selu",
+                                             initializer="lecun_normal", alpha_dropout=0.1), 3e-3)
+    record = training.train(model, blobs(n_train=400), "killed", max_epochs=12, patience=12, seed=1, verbose=2,
+                            callbacks=[slow])
+    results.save_run(record, directory=sys.argv[1])
+''')
+
+
+def run_script(tmp_path, env, kill_at_epoch=None):
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "results")], cwd=config.PROJECT_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if kill_at_epoch and line.startswith(f"Epoch {kill_at_epoch}/"):
+            proc.send_signal(signal.SIGKILL)  # not a polite stop
+            break
+    proc.wait(timeout=300)
+    return proc.returncode, "".join(lines) + (proc.stdout.read() if not proc.stdout.closed else "")
+
+
+def test_a_killed_training_resumes_and_ends_with_the_uninterrupted_record(tmp_path):
+    env = {**os.environ, "CIFAR10_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(config.PROJECT_ROOT)}
+    code, out = run_script(tmp_path, env, kill_at_epoch=6)  # epoch 5 is backed up once epoch 6 begins
+    assert code == -signal.SIGKILL, out
+    (folder,) = (tmp_path / "cache" / "checkpoints").iterdir()
+    assert "state.json" in {p.name for p in folder.iterdir()} and not list(folder.glob("*.tmp")), "a whole backup"
+    assert not (tmp_path / "results" / "killed.json").exists()
+
+    code, out = run_script(tmp_path, env)  # started again with the same arguments
+    assert code == 0, out
+    resumed = int(out.split("resumed from a checkpoint after epoch ")[1].split()[0])
+    assert resumed >= 5 and f"Epoch {resumed + 1}/12" in out and "Epoch 1/12" not in out
+    assert not folder.exists(), "removed when the run completes"
+
+    model = training.compile_model(build_dnn(n_hidden=3, n_neurons=16, input_shape=(20,), seed=1, activation="selu",
+                                             initializer="lecun_normal", alpha_dropout=0.1), 3e-3)
+    alone = training.train(model, blobs(n_train=400), "killed", max_epochs=12, patience=12, seed=1, verbose=0,
+                           resume=False)
+    record = json.loads((tmp_path / "results" / "killed.json").read_text())  # a whole, valid record
+    assert record["epochs"] == alone.epochs == 12 and record["best_epoch"] == alone.best_epoch
+    assert record["config"]["resumed_after_epoch"] == resumed
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        # the same computation from the same state (dropout's random state included), the same batch order
+        assert record["history"][key] == alone.history[key], key
+
+
+def small(seed=0):
+    return training.compile_model(build_dnn(n_hidden=2, n_neurons=8, input_shape=(20,), seed=seed), 1e-2)
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(epoch_to_kill):
+    def begin(epoch, logs):
+        if epoch == epoch_to_kill:
+            raise Killed
+    return __import__("keras").callbacks.LambdaCallback(on_epoch_begin=begin)
+
+
+def test_a_run_resumes_with_its_early_stopping_state_and_history(tmp_path, monkeypatch):
+    """Killed in-process after epoch 3: the resumed run has every epoch's history and the same best epoch."""
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    data = blobs(spread=2.0)
+    alone = training.train(small(), data, "es", max_epochs=15, patience=3, verbose=0, resume=False)
+    assert alone.stopped == "early_stopping"
+    with pytest.raises(Killed):
+        training.train(small(), data, "es", max_epochs=15, patience=3, verbose=0, callbacks=[kill_at(3)])
+    again = training.train(small(), data, "es", max_epochs=15, patience=3, verbose=0)
+    assert again.config["resumed_after_epoch"] == 3
+    assert again.history["val_loss"] == alone.history["val_loss"] and again.best_epoch == alone.best_epoch
+    assert again.valid_accuracy == alone.valid_accuracy
+
+
+@once
+def test_a_kill_in_the_middle_of_a_backup_leaves_the_last_whole_one(tmp_path, monkeypatch, capsys):
+    """Files of a backup that state.json does not name yet are ignored and removed; the named one is used."""
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    data = blobs()
+    with pytest.raises(Killed):
+        training.train(small(), data, "cut", max_epochs=6, patience=6, verbose=0, callbacks=[kill_at(2)])
+    (folder,) = (tmp_path / "checkpoints").iterdir()
+    state = json.loads((folder / "state.json").read_text())
+    assert state["epoch"] == 2
+    (folder / "epoch-3.weights.h5").write_bytes(b"half a file")  # a kill while epoch 3 was written
+    (folder / "state.json.tmp").write_text("{")
+    record = training.train(small(), data, "cut", max_epochs=6, patience=6, verbose=0)
+    assert "resumed from a checkpoint after epoch 2" in capsys.readouterr().out
+    assert record.epochs == 6 and not folder.exists()
+
+
+@once
+def test_another_runs_backup_is_never_picked(tmp_path):
+    data = blobs()
+    settings = dict(variant="x", seed=0, batch_size=32)
+    a = training.backup_folder(small(0), data, **settings)
+    assert a == training.backup_folder(small(0), data, **settings)
+    assert a != training.backup_folder(small(1), data, **settings)  # other initial weights
+    assert a != training.backup_folder(small(0), data, **{**settings, "batch_size": 8})
+    assert a != training.backup_folder(training.compile_model(build_dnn(n_hidden=2, n_neurons=8, input_shape=(20,),
+                                                                        seed=0), 1e-3), data, **settings)  # other rate
+    nudged = blobs()
+    nudged.x_train[0, 0] += 1
+    assert a != training.backup_folder(small(0), nudged, **settings)
+    assert a.parent == config.cache_dir() / "checkpoints"
+
+
+def test_random_state_is_part_of_the_backup():
+    """save_weights leaves out the dropout layers' seed generators; the backup keeps them."""
+    model = training.compile_model(build_dnn(n_hidden=2, n_neurons=8, input_shape=(20,), seed=0, activation="selu",
+                                             initializer="lecun_normal", alpha_dropout=0.2), 1e-2)
+    backup = callbacks.ExactBackupAndRestore("/nonexistent", callbacks.RunLog())
+    backup.set_model(model)
+    random_state = backup._random_state()
+    assert random_state and all("seed_generator" in name for name in random_state)
+    assert not np.isin(list(random_state), [w.path for w in model.weights]).any()
