@@ -110,7 +110,7 @@ def mc_model(model: keras.Sequential, seed: int = config.SEED) -> keras.Sequenti
         if isinstance(layer, DROPOUT_LAYERS):
             layer = always_on(layer.from_config({**layer.get_config(), "seed": next(seeds)}))
         layers.append(layer)
-    return keras.Sequential([keras.Input(model.input_shape[1:]), *layers], name=f"{model.name}_mc")
+    return keras.Sequential(layers, name=f"{model.name}_mc")
 
 
 def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 1000,

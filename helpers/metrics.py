@@ -74,10 +74,7 @@ def mcnemar(right_a, right_b) -> tuple[int, int, float]:
     of one recipe already differ here (notebook 06). Recipes: ``compare_seeds``.
     Returns: ``(only_a, only_b, p_value)``.
     """
-    right_a, right_b = np.asarray(right_a), np.asarray(right_b)
-    if right_a.dtype != bool or right_b.dtype != bool:
-        raise ValueError(f"need right/wrong flags (booleans), got {right_a.dtype} and {right_b.dtype}: compare "
-                         "predictions with the labels first (predicted == y)")
+    right_a, right_b = flags(right_a, "right_a"), flags(right_b, "right_b")
     if right_a.shape != right_b.shape or right_a.ndim != 1:
         raise ValueError(f"need two (N,) arrays of right/wrong for the same images, got {right_a.shape} "
                          f"and {right_b.shape}")
@@ -85,6 +82,15 @@ def mcnemar(right_a, right_b) -> tuple[int, int, float]:
     if only_a + only_b == 0:
         return only_a, only_b, 1.0
     return only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def flags(values, name: str = "flags") -> np.ndarray:
+    """Yes/no flags (right or wrong, error or not) as booleans; class ids or scores are refused, not cast."""
+    values = np.asarray(values)
+    if values.dtype != bool and not (values.dtype.kind in "iu" and np.isin(values, (0, 1)).all()):
+        raise ValueError(f"{name} must be yes/no flags (booleans, or 0 and 1), got {values.dtype} with values "
+                         f"{np.unique(values)[:5].tolist()}: compare predictions with the labels first (predicted == y)")
+    return values.astype(bool)
 
 
 @dataclass(frozen=True)
@@ -178,11 +184,9 @@ def roc_auc(scores, positives) -> float:
     """
     from sklearn.metrics import roc_auc_score
 
-    scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives)
+    scores, positives = np.asarray(scores, dtype=np.float64), flags(positives, "positives")
     if scores.ndim != 1 or positives.shape != scores.shape:
         raise ValueError(f"scores and positives must be 1-D of one length, got {scores.shape} and {positives.shape}")
-    if positives.dtype != bool:
-        raise ValueError(f"positives must be booleans (e.g. the wrong predictions), got {positives.dtype}")
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"the ROC area needs positives and negatives, got {n_pos} and {n_neg}")

@@ -141,7 +141,9 @@ def _check(build_model, runs, train_kwargs, train):
     if unknown:
         raise TypeError(f"train_many got unexpected keywords {unknown}; it takes train_many's own and "
                         f"training.train's: {sorted(allowed)}")
-    if not callable(build_model):
+    import keras
+
+    if not callable(build_model) or isinstance(build_model, keras.Model):
         raise TypeError(f"build_model must be a function build_model(seed, **options), got {build_model!r}")
     for run in runs:
         try:

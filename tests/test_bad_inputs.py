@@ -44,7 +44,8 @@ INF[0, 0] = np.inf
     (with_train(D, y=-D.y_train - 1), "class ids 0..9"),
     (with_train(D, y=D.y_train[:-5]), "64 train images but 59 labels"),                 # wrong length
     (with_train(D, y=np.eye(10)[D.y_train]), "one-hot"),
-    (with_train(D, y=D.y_train.reshape(-1, 1)), r"flatten them \(y.ravel\(\)\)"),
+    (with_train(D, y=np.stack([D.y_train, D.y_train], axis=1)), r"flatten them \(y.ravel\(\)\)"),
+    (with_train(D, y=np.array(["cat"] * 64)), "integer class ids 0..9, got dtype <U3 with e.g."),
     (with_train(D, y=D.y_train.astype(np.float32)), "integer class ids"),
     (with_train(D, x=D.x_train[:0], y=D.y_train[:0]), "the train set is empty"),
     (dataclasses.replace(D, x_valid=D.x_valid[:0], y_valid=D.y_valid[:0]), "the valid set is empty"),
@@ -60,8 +61,8 @@ def test_a_batch_larger_than_the_data_is_refused():
 
 
 def test_random_flip_of_inputs_that_are_not_images_is_refused():
-    with pytest.raises(ValueError, match=r"random_flip mirrors images of shape \(N, height, width, channels\)"):
-        train(D, random_flip=True)
+    with pytest.raises(ValueError, match=r"random_flip mirrors images of shape \(height, width, channels\)"):
+        build_dnn(n_hidden=1, n_neurons=4, input_shape=(20,), random_flip=True)
 
 
 @pytest.mark.parametrize("rate", [0.0, -1e-3, float("nan"), float("inf")])

@@ -27,21 +27,22 @@ def test_no_match_is_an_error(capsys):
     assert "no notebook matches" in capsys.readouterr().err
 
 
-def test_main_gives_the_mode_and_ways_to_the_kernel_not_to_this_process(tmp_path, monkeypatch):
+def test_main_gives_the_mode_and_backend_to_the_kernel_not_to_this_process(tmp_path, monkeypatch):
     """Regression: main() once set CIFAR10_MODE=full in the caller, so the notebook tests
     that pytest ran afterwards trained in full mode and overwrote the committed records."""
     folder = tmp_path / "notebooks"
     folder.mkdir()
     write_notebook(folder / "01_env.ipynb",
-                   "import os; print(os.environ['CIFAR10_MODE'], os.environ.get('CIFAR10_TRAIN_MANY'))")
+                   "import os; print(os.environ['CIFAR10_MODE'], os.environ.get('KERAS_BACKEND'))")
     monkeypatch.setattr(run_notebooks, "NOTEBOOKS", folder)
     monkeypatch.setenv("CIFAR10_RESULTS", str(tmp_path / "results"))
     before = dict(os.environ)
-    assert run_notebooks.main(["--quick", "--train-many", "vmap"]) == 0  # a copy in the quick results folder
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert run_notebooks.main(["--quick", "--backend", "tensorflow"]) == 0  # a copy in the quick results folder
     quick = nbformat.read(tmp_path / "results" / "quick" / "notebooks" / "01_env.ipynb", 4)
-    assert quick.cells[0].outputs[0].text == "quick vmap\n"
+    assert quick.cells[0].outputs[0].text == "quick tensorflow\n"
     assert run_notebooks.main([]) == 0  # full mode: in place
-    assert nbformat.read(folder / "01_env.ipynb", 4).cells[0].outputs[0].text == "full None\n"
+    assert nbformat.read(folder / "01_env.ipynb", 4).cells[0].outputs[0].text == "full jax\n"
     assert dict(os.environ) == before and os.environ["CIFAR10_MODE"] == "quick"
 
 
