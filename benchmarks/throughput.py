@@ -1,8 +1,7 @@
-"""Seconds per training epoch, side by side: the reference way, helpers' path, and the floor.
+"""Seconds per training epoch, side by side: the published code, the series' training path, and the floor.
 
-    python benchmarks/throughput.py                 # baseline and BN nets, all ways (about 8 min)
+    python benchmarks/throughput.py --ways reference-tf train-jax floor-jax --rounds 2   # the README's figures
     python benchmarks/throughput.py --repeats 1 --samples 4500   # a fast smoke run
-    python benchmarks/throughput.py --ways helpers-jax fit32-jax --rounds 3   # the engine against fit, A B A B
 
 Each way runs in its own process (Keras fixes its backend at import), one after the
 other, never two at once, on the same synthetic CIFAR-shaped data (45,000 samples,
@@ -12,12 +11,14 @@ median of ``--repeats`` timed epochs. Ratios are throughput against the referenc
 Ways:
   reference-tf   Sequential + compile + fit on NumPy arrays, TensorFlow (the published solution)
   reference-jax  the same code under KERAS_BACKEND=jax
-  helpers-tf     helpers.training's epoch under TensorFlow (Keras' fit, one epoch a call)
-  helpers-jax    helpers.training's epoch under JAX (one compiled lax.scan per epoch)
-  fit32-jax      the reference code under JAX with compile(steps_per_execution=32): Keras' own way
-                 of running several steps per compiled call, the cheap alternative to helpers' engine
-  floor-jax      the same network and update written directly in JAX, no framework:
-                 a lower bound for this batch size on this machine (Adam, not Nadam)
+  train-tf       an epoch as helpers.training.train runs it: fit, compiled by compile_model (XLA,
+                 32 steps per call), on callbacks.EpochOrder's batches, TensorFlow
+  train-jax      the same under JAX: what every notebook runs
+  fit32-jax      the reference code under JAX with compile(steps_per_execution=32), on NumPy
+                 arrays: what EpochOrder's batches cost against fit's own
+  floor-jax      the same network and update written directly in JAX, no framework, one
+                 lax.scan per epoch: a lower bound for this batch size on this machine (Adam, not
+                 Nadam); it lives here only, as the floor the training path is measured against
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 
-WAYS = ("reference-tf", "helpers-tf", "reference-jax", "helpers-jax", "fit32-jax", "floor-jax")
+WAYS = ("reference-tf", "train-tf", "reference-jax", "train-jax", "fit32-jax", "floor-jax")
 MODELS = ("baseline", "bn")
 
 
@@ -64,14 +65,13 @@ def reference_epoch_fn(model_name, x, y, batch_size, steps_per_execution=1):
     return lambda: model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
 
 
-def helpers_epoch_fn(model_name, x, y, batch_size):
-    from helpers import engine, models, training
+def train_epoch_fn(model_name, x, y, batch_size):
+    """An epoch as ``helpers.training.train`` runs it: fit on ``EpochOrder``'s batches, compile_model's speed-ups."""
+    from helpers import callbacks, models, training
 
     model = training.compile_model(models.build_dnn(batch_norm=model_name == "bn"), 5e-5)
-    stepper = engine.stepper_for(model)
-    xs, ys = stepper.device_arrays(x, y)
-    epoch = iter(range(10**6))
-    return lambda: stepper.train_epoch(xs, ys, batch_size, (0, next(epoch)))
+    batches = callbacks.EpochOrder(x, y, batch_size, seed=0)
+    return lambda: model.fit(batches, epochs=1, shuffle=False, verbose=0)
 
 
 def floor_epoch_fn(model_name, x, y, batch_size):
@@ -140,7 +140,7 @@ def floor_epoch_fn(model_name, x, y, batch_size):
 
 def measure_one(way, model_name, samples, batch_size, repeats):
     x, y = synthetic(samples)
-    make = {"reference": reference_epoch_fn, "helpers": helpers_epoch_fn, "floor": floor_epoch_fn,
+    make = {"reference": reference_epoch_fn, "train": train_epoch_fn, "floor": floor_epoch_fn,
             "fit32": lambda *a: reference_epoch_fn(*a, steps_per_execution=32)}[way.split("-")[0]]
     epoch = make(model_name, x, y, batch_size)
     start = time.perf_counter()

@@ -86,6 +86,16 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
         return {v.path: v for v in self.model.variables if id(v) not in saved}
 
     def _save_model(self):
+        try:
+            self._write_backup()
+        except OSError as e:
+            if not getattr(self, "_warned", False):
+                warnings.warn(f"could not write the backup in {self.folder} ({e.strerror or e}); training goes on, but "
+                              "a killed run will start again from epoch 1 (set CIFAR10_CACHE to a writable folder)",
+                              RuntimeWarning, stacklevel=2)
+                self._warned = True
+
+    def _write_backup(self):
         self.folder.mkdir(parents=True, exist_ok=True)
         epoch = self._current_epoch
         weights, arrays = f"epoch-{epoch}.weights.h5", f"epoch-{epoch}.npz"

@@ -62,23 +62,57 @@ class Dataset:
         return {"train": len(self.y_train), "valid": len(self.y_valid), "test": len(self.y_test)}
 
 
-def normalize_labels(y, name: str = "labels") -> np.ndarray:
-    """Labels as int64 of shape (N,): accepts (N,) or (N, 1), integer or integral float."""
+def normalize_labels(y, name: str = "labels", n_classes: int | None = N_CLASSES, count: int | None = None) -> np.ndarray:
+    """Class ids as int64 of shape (N,), or a ``DataError`` that says what is wrong and what to do.
+
+    Accepts (N,) and (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them), integers
+    or whole-number floats. Refuses one-hot rows, other shapes, strings, fractions, ids
+    outside ``0..n_classes - 1`` (None: any id from 0), and a length other than ``count``.
+    """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    if y.ndim == 2 and n_classes and y.shape[1] == n_classes:
+        raise DataError(f"{name} look one-hot, shape {y.shape}: give class ids of shape (N,), e.g. y.argmax(axis=1)")
     if y.ndim != 1:
-        raise DataError(f"{name} must have shape (N,) or (N, 1), got {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"{name} are floats that are not whole numbers")
-    elif y.dtype.kind not in "iu":
-        raise DataError(f"{name} must be integers, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() >= N_CLASSES):
-        raise DataError(f"{name} must be class ids 0..{N_CLASSES - 1}, "
+        raise DataError(f"{name} must have shape (N,) or (N, 1), got {y.shape}; flatten them (y.ravel())")
+    if count is not None and len(y) != count:
+        raise DataError(f"{count} images but {len(y)} {name}: they must match one to one")
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all())):
+        shown = f"e.g. {y[:3].tolist()}" if y.dtype.kind not in "iufb" else "values that are not whole numbers"
+        raise DataError(f"{name} must be integer class ids 0..{(n_classes or 10) - 1}, got dtype {y.dtype} with "
+                        f"{shown}: map them to ids first")
+    if y.size and (y.min() < 0 or y.max() >= (n_classes or 2**31)):
+        raise DataError(f"{name} must be class ids 0..{n_classes - 1 if n_classes else 'n'}, "
                         f"found values from {y.min()} to {y.max()}")
-    return y
+    return y.astype(np.int64)
+
+
+def check_images(x, name: str = "images", shape=None) -> np.ndarray:
+    """Images a model can take, or a ``DataError``: a non-empty float array, finite, scaled or standardized.
+
+    Refuses raw pixels, as uint8 or as floats 0..255 (whole numbers above 1.5): a network
+    trained on scaled inputs gives numbers for them, all wrong. ``shape``: each image's
+    expected shape (a model's ``input_shape[1:]``).
+    """
+    x = np.asarray(x)
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{name}: no images (shape {x.shape}): nothing to train or evaluate on")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise DataError(f"{name} have shape {x.shape[1:]} each, the model expects {tuple(shape)}; load them with "
+                        "helpers.data.load_cifar10() (N, 32, 32, 3), or build the model with input_shape=...")
+    if x.dtype.kind != "f":
+        raise DataError(f"{name} are {x.dtype}, not floats: scale or standardize them first "
+                        "(helpers.data.scale(data) or helpers.data.standardize(data))")
+    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{name} contain NaN or infinite pixels ({int((~finite).sum())} images): "
+                        "fix or drop them first")
+    sample = x.reshape(-1)[:: max(1, x.size // 100_000)]
+    if sample.max() > 1.5 and (sample == np.round(sample)).all():
+        raise DataError(f"{name} look like raw pixels, whole numbers from {sample.min():g} to {sample.max():g}: "
+                        "scale or standardize them as for training (helpers.data.scale or standardize)")
+    return x
 
 
 def fingerprint(arrays) -> str:
@@ -91,8 +125,8 @@ def fingerprint(arrays) -> str:
 
 def offline_path(environ=os.environ) -> Path | None:
     """The offline file to use: ``CIFAR10_NPZ`` if set, else the cache copy if present."""
-    if environ.get("CIFAR10_NPZ"):
-        return Path(environ["CIFAR10_NPZ"]).expanduser()
+    if config.env("CIFAR10_NPZ", environ):
+        return Path(config.env("CIFAR10_NPZ", environ)).expanduser()
     default = config.cache_dir(environ) / "cifar10.npz"
     return default if default.exists() else None
 
@@ -201,14 +235,13 @@ def split(x_train, y_train, x_test, y_test, source, settings=None, n_valid=N_VAL
 def load_cifar10(path=None, settings=None) -> Dataset:
     """CIFAR-10 split into train/valid/test (uint8), subset in quick mode.
 
-    Used in: every notebook.
     """
     ((x_train, y_train), (x_test, y_test)), source = load_raw(path)
     return split(x_train, y_train, x_test, y_test, source, settings)
 
 
 def scale(data: Dataset) -> Dataset:
-    """Pixels to float32 in [0, 1]. Used in: notebooks 01-03."""
+    """Pixels to float32 in [0, 1]."""
     _require_uint8(data)
     f = lambda x: x.astype(np.float32) / np.float32(255)  # noqa: E731
     return replace(data, x_train=f(data.x_train), x_valid=f(data.x_valid), x_test=f(data.x_test),
@@ -220,7 +253,6 @@ def standardize(data: Dataset) -> Dataset:
 
     SELU's self-normalization assumes standardized inputs. Validation and test are
     transformed with the training mean and std: fitting on them would leak.
-    Used in: notebooks 04, 05.
     """
     _require_uint8(data)
     x_train = data.x_train.astype(np.float32)
@@ -229,22 +261,6 @@ def standardize(data: Dataset) -> Dataset:
     f = lambda x: ((x.astype(np.float32) - mean) / std).astype(np.float32)  # noqa: E731
     return replace(data, x_train=f(x_train), x_valid=f(data.x_valid), x_test=f(data.x_test),
                    preprocessing="standardized")
-
-
-def flip_images(x, flips) -> np.ndarray:
-    """A copy of the images ``x`` (N, height, width, channels), mirrored left-right where ``flips`` is True.
-
-    Random horizontal flips are the standard augmentation for CIFAR-10: a mirrored truck is
-    still a truck. ``training.train(..., random_flip=True)`` draws ``flips`` anew every epoch
-    (half the images on average) and, under JAX, applies them inside the compiled step
-    instead of here. Used in: notebook 06.
-    """
-    x, flips = np.asarray(x), np.asarray(flips)
-    if x.ndim != 4:
-        raise ValueError(f"images must have shape (N, height, width, channels), got {x.shape}")
-    if flips.shape != (len(x),) or flips.dtype != bool:
-        raise ValueError(f"flips must be {len(x)} booleans, one per image, got {flips.dtype} of shape {flips.shape}")
-    return np.where(flips[:, None, None, None], x[:, :, ::-1], x)
 
 
 def _require_uint8(data):

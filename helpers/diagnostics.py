@@ -4,7 +4,6 @@ Part (a)'s question is whether the signal survives 20 layers: activations that s
 grow by a constant factor per layer reach 0 or overflow after 20 of them, and then the
 gradients vanish or blow up and the layers stop learning. Notebook 01 measures both, since
 they need not move together (with He + Swish the activations shrink, the gradients do not).
-Used in: notebooks 01 and 04.
 """
 from __future__ import annotations
 
@@ -43,7 +42,6 @@ def weight_sums(model: keras.Model) -> WeightSums:
     Their fixed point (activations of mean 0 and variance 1, layer after layer) is derived
     for weights whose per-unit sum is near 0 and sum of squares near 1, not for a moment
     in training: this measures both, at initialization or after training.
-    Used in: notebook 04.
     """
     _, dense = hidden_outputs(model)
     kernels = [np.asarray(keras.ops.convert_to_numpy(d.kernel), dtype=np.float64) for d in dense]

@@ -47,7 +47,7 @@ class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
 
 @dataclass(frozen=True)
 class LRFinderResult:
-    """What the sweep measured, and what it suggests. Used in: notebooks 02-06."""
+    """What the sweep measured, and what it suggests."""
 
     rates: tuple  # the rate used at each step
     losses: tuple  # each batch's own training loss

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from helpers import config
+from helpers.data import check_images
 
 DROPOUT_LAYERS = (keras.layers.Dropout, keras.layers.AlphaDropout, keras.layers.GaussianDropout)
 
@@ -126,10 +127,12 @@ def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 10
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-    x = np.asarray(x)
-    if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"x must be a non-empty batch of inputs, got shape {x.shape}")
     mc = mc_model(model, seed)
+    try:
+        shape = model.input_shape[1:]
+    except (AttributeError, ValueError):  # a Sequential without an Input: its shape comes from the first call
+        shape = None
+    x = check_images(x, "x", shape)  # raw 0-255 pixels would give numbers, all wrong
     start = time.perf_counter()
     samples = np.stack([mc.predict(x, batch_size=batch_size, verbose=0) for _ in range(n_samples)])
     return MCPredictions(samples=samples, seconds=time.perf_counter() - start)

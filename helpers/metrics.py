@@ -14,29 +14,29 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from helpers.data import normalize_labels
+
 
 def accuracy(y_true, y_pred) -> float:
-    """Fraction of correct predictions.
+    """Fraction of correct predictions, never an (N, N) broadcast.
 
     Args:
-        y_true: class ids of shape (N,). Shape (N, 1) is refused: flatten labels once,
-            at load (``helpers.data`` does).
-        y_pred: predicted class ids (N,) or class probabilities (N, n_classes) with
-            n_classes > 1; predictions of shape (N, 1) are refused like labels of that shape.
-    Used in: notebooks 02-06.
+        y_true: class ids of shape (N,), or (N, 1) as ``keras.datasets.cifar10.load_data()``
+            gives them (read as (N,)).
+        y_pred: predicted class ids (N,), or class scores (N, n_classes) with n_classes > 1
+            (the highest wins); predictions of shape (N, 1) are refused: argmax would make
+            them all 0.
     """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.ndim != 1:
-        raise ValueError(f"y_true must have shape (N,), got {y_true.shape}: comparing (N, 1) with (N,) "
-                         "broadcasts to (N, N); flatten the labels first (y.ravel())")
+    y_true = normalize_labels(y_true, "y_true", n_classes=None)
+    y_pred = np.asarray(y_pred)
     if y_pred.ndim == 2 and y_pred.shape[1] == 1:
-        raise ValueError(f"y_pred has shape {y_pred.shape}: class ids must be (N,) and probabilities "
-                         "(N, n_classes); (N, 1) would be argmaxed to all zeros or broadcast")
+        raise ValueError(f"y_pred has shape {y_pred.shape}: give class ids as (N,) and probabilities as "
+                         "(N, n_classes); (N, 1) would be argmaxed to all zeros")
     if y_pred.ndim == 2:
+        if not np.isfinite(y_pred).all():
+            raise ValueError("y_pred holds NaN or infinite scores: the network diverged, or the inputs are wrong")
         y_pred = y_pred.argmax(axis=1)
-    if y_pred.ndim != 1 or len(y_pred) != len(y_true):
-        raise ValueError(f"y_pred must be (N,) labels or (N, n_classes) probabilities with N={len(y_true)}, "
-                         f"got {np.asarray(y_pred).shape}")
+    y_pred = normalize_labels(y_pred, "y_pred", n_classes=None, count=len(y_true))
     if len(y_true) == 0:
         raise ValueError("accuracy of zero samples is undefined")
     return float(np.mean(y_true == y_pred))
@@ -137,14 +137,23 @@ def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
                           detectable=float(detectable) if np.isfinite(detectable) else 0.0)
 
 
-def _check_probabilities(y_true, probabilities):
-    y_true, p = np.asarray(y_true), np.asarray(probabilities, dtype=np.float64)
-    if y_true.ndim != 1:
-        raise ValueError(f"y_true must have shape (N,), got {y_true.shape}; flatten the labels first (y.ravel())")
+def check_probabilities(y_true, probabilities):
+    """(labels, probabilities) as calibration needs them: (N,) ids, and (N, n_classes) rows of probabilities.
+
+    Refuses scores that are not probabilities (logits, percentages: values outside [0, 1],
+    or rows that do not sum to 1): calibration measured on them means nothing.
+    """
+    y_true, p = normalize_labels(y_true, "y_true", n_classes=None), np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(y_true) or p.shape[1] < 2:
         raise ValueError(f"probabilities must have shape (N, n_classes) with N={len(y_true)}, got {p.shape}")
     if len(y_true) == 0:
         raise ValueError("calibration of zero samples is undefined")
+    if y_true.max() >= p.shape[1]:
+        raise ValueError(f"y_true has class {y_true.max()}, but the probabilities have {p.shape[1]} classes")
+    if not (np.isfinite(p).all() and p.min() >= 0 and p.max() <= 1 and np.allclose(p.sum(axis=1), 1, atol=1e-3)):
+        raise ValueError("probabilities must be in [0, 1] with rows summing to 1 (a softmax output); got values from "
+                         f"{np.nanmin(p):.3g} to {np.nanmax(p):.3g}, row sums up to {np.nanmax(p.sum(axis=1)):.3g}: "
+                         "apply keras.ops.softmax to scores or logits first")
     return y_true, p
 
 
@@ -154,7 +163,7 @@ def reliability_bins(y_true, probabilities, n_bins: int = 15):
     Returns (mean confidence, accuracy, count) per bin, NaN where a bin is empty: the
     points of a reliability diagram. A calibrated model has accuracy = confidence.
     """
-    y_true, p = _check_probabilities(y_true, probabilities)
+    y_true, p = check_probabilities(y_true, probabilities)
     confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y_true)
     which = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
     count = np.bincount(which, minlength=n_bins)
@@ -187,6 +196,8 @@ def roc_auc(scores, positives) -> float:
     scores, positives = np.asarray(scores, dtype=np.float64), flags(positives, "positives")
     if scores.ndim != 1 or positives.shape != scores.shape:
         raise ValueError(f"scores and positives must be 1-D of one length, got {scores.shape} and {positives.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values: no ranking of errors can be read from them")
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"the ROC area needs positives and negatives, got {n_pos} and {n_neg}")

@@ -45,7 +45,6 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
             from Python's global random state (a Dask worker's do). None: Keras' defaults.
     Returns:
         ``keras.Sequential``, softmax output of ``n_classes``.
-    Used in: every notebook.
     """
     if n_hidden < 1 or n_neurons < 1:
         raise ValueError(f"n_hidden and n_neurons must be positive, got {n_hidden}, {n_neurons}")
@@ -122,6 +121,7 @@ def describe(model: keras.Model) -> dict:
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
         # how many AlphaDropout layers (1: before the output; one per hidden layer), only when there are any
         **({"alpha_dropout_layers": len(dropout)} if dropout else {}),
-        "random_flip": any(isinstance(l, keras.layers.RandomFlip) for l in model.layers),
+        # a RandomFlip layer first, only when there is one
+        **({"random_flip": True} if any(isinstance(l, keras.layers.RandomFlip) for l in model.layers) else {}),
         "parameters": int(model.count_params()),
     }

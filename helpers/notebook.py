@@ -8,7 +8,6 @@ those lines would otherwise land in the output of whichever cell triggered it); 
 import fails, the log is printed with the error. TensorFlow's C++ log stays at fatal
 errors only, and its Python log at errors: it would otherwise warn, in every cell that
 trains, that a function was traced again (each new network compiles its own).
-Used in: every notebook.
 """
 from __future__ import annotations
 
@@ -68,6 +67,15 @@ _choose_backend()
 _import_tensorflow_quietly()
 
 from helpers import config, plotting, training  # noqa: E402
+
+
+def show(function):
+    """The source of ``function``, highlighted: the Keras under a helper, without leaving the notebook."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code(inspect.getsource(function), language="python")
 
 
 def setup(settings=None):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from helpers import config
 
@@ -110,9 +111,15 @@ def train_many(build_model, data, runs, *, learning_rate=None, compile_model=Non
     outcomes = {}
     try:
         with _Progress(folder, [r.variant for r in runs], max_epochs, verbose) as progress:
-            for variant, outcome in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
-                outcomes[variant] = outcome
-                progress.finished(variant, outcome)
+            try:
+                for variant, outcome in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+                    outcomes[variant] = outcome
+                    progress.finished(variant, outcome)
+            except TerminatedWorkerError as e:  # joblib stops the whole call when a worker dies
+                for run in runs:
+                    outcomes.setdefault(run.variant, f"{type(e).__name__}: a worker process died (killed, or out of "
+                                                     "memory) before this network finished; call train_many again: "
+                                                     "each network resumes from its last backup")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     failures = {r.variant: outcomes[r.variant] for r in runs if isinstance(outcomes[r.variant], str)}

@@ -49,7 +49,7 @@ def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark
         records: one ``RunRecord`` or a list of them, overlaid.
         metrics: history keys without the ``val_`` prefix.
     Returns:
-        The matplotlib ``Figure``. Used in: notebooks 02-06.
+        The matplotlib ``Figure``.
     """
     records = [records] if hasattr(records, "history") else list(records)
     if not records:
@@ -81,7 +81,6 @@ def plot_lr_finder(result, ax=None):
     start of the sweep or chance level, whichever is higher (a divergence runs off the
     top); chance level, ln 10 for ten classes, is marked. A fallback result (the sweep
     could not suggest a rate) shows what the sweep recorded and says so.
-    Used in: notebooks 02-06.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 4))
@@ -118,7 +117,6 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
 
     Args:
         stats_by_name: ``{label: LayerStats}`` from ``helpers.diagnostics.layer_stats``.
-    Used in: notebooks 01 and 04.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for i, (label, s) in enumerate(stats_by_name.items()):
@@ -153,7 +151,6 @@ def plot_activation_stats(stats, title="Activations of every hidden layer, valid
         stats: ``{network: {stage: LayerStats}}``, e.g. ``{"SELU": {"at initialization": s0,
             "trained": s1}}``; one colour per network, one line style per stage. Dotted lines
             at mean 0 and std 1 mark what self-normalization aims for.
-    Used in: notebook 04.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     styles = ["--", "-", ":", "-."]
@@ -187,7 +184,6 @@ def plot_validation_curves(groups, title="Validation curves", metric="val_accura
         seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
             the time axis is then epochs x these, comparable across notebooks and days;
             else each record's own epoch times.
-    Used in: notebooks 03-06.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     for i, (variant, records) in enumerate(groups.items()):
@@ -221,7 +217,6 @@ def plot_training_curves(records, title="Training and validation, every epoch"):
 
     What a failure looks like depends on all three together: a network whose training loss
     falls while its validation loss climbs is learning, and something else is wrong.
-    Used in: notebook 05.
     """
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, r in enumerate(records):
@@ -248,7 +243,6 @@ def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum
         sums: ``{label: WeightSums}`` from ``helpers.diagnostics.weight_sums``. Self-normalization
             (Klambauer et al., 2017) is derived for sums near 0 and sums of squares near 1,
             drawn as dotted lines.
-    Used in: notebook 04.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     styles = ["--", "-", ":", "-."]
@@ -276,7 +270,6 @@ def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of p
     Args:
         curves: ``{set name: (ks, accuracies, lows, highs, deterministic (acc, low, high))}``;
             one panel per set, the 95% intervals shaded.
-    Used in: notebook 05.
     """
     fig, axes = plt.subplots(1, len(curves), figsize=(6.2 * len(curves), 4), squeeze=False)
     for ax, (name, (ks, acc, low, high, det)) in zip(axes[0], curves.items()):
@@ -300,7 +293,6 @@ def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (
 
     Args:
         scores: ``{panel title: (score per image, correct per image, x-axis label)}``.
-    Used in: notebook 05.
     """
     fig, axes = plt.subplots(1, len(scores), figsize=(6.2 * len(scores), 3.8), squeeze=False)
     for ax, (name, (score, correct, xlabel)) in zip(axes[0], scores.items()):
@@ -322,7 +314,6 @@ def plot_reliability(diagrams, title="Reliability diagram (test set)"):
     Args:
         diagrams: ``{label: (mean confidence per bin, accuracy per bin, count per bin, ECE)}``
             as from ``helpers.metrics.reliability_bins``.
-    Used in: notebook 05.
     """
     fig, ax = plt.subplots(figsize=(5.6, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
@@ -343,7 +334,6 @@ def plot_reliability(diagrams, title="Reliability diagram (test set)"):
 def plot_one_cycle(schedule, steps_per_epoch=None, title="1cycle: learning rate and momentum per iteration"):
     """The rate and the momentum of a ``helpers.schedules.OneCycle`` against the iteration.
 
-    Used in: notebook 06.
     """
     steps = np.arange(schedule.total_steps + 1)
     fig, ax = plt.subplots(figsize=(9, 3.8))

@@ -36,6 +36,19 @@ VARIANT_NAMES = {
 }
 
 
+# Which notebook writes a record, by the start of its name (longest first): what a refusal tells the reader to run.
+WRITTEN_BY = {"baseline": "02", "lr_grid": "02", "input_bn": "03", "bn_hidden": "03", "bn_128": "06", "bn": "03",
+              "selu": "04", "swish_for_stats": "04", "alpha_dropout": "05", "hidden_": "05", "onecycle": "06"}
+
+
+def notebook_for(variant: str) -> str:
+    """'notebook 03' for a record that notebook writes, else 'the notebook or script that trains it'."""
+    for prefix in sorted(WRITTEN_BY, key=len, reverse=True):
+        if variant.startswith(prefix):
+            return f"notebook {WRITTEN_BY[prefix]}"
+    return "the notebook or script that trains it"
+
+
 def variant_of(name: str) -> str:
     """A record's variant without its seed suffix: ``bn_seed1`` -> ``bn``."""
     return name.split("_seed")[0]
@@ -48,7 +61,7 @@ def name_of(variant: str) -> str:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What one training run did and measured. Used in: notebooks 02-06."""
+    """What one training run did and measured."""
 
     variant: str
     mode: str
@@ -108,6 +121,8 @@ def write_json_atomic(path, obj) -> Path:
     """Write JSON to a temp file beside ``path``, then rename: a crash leaves the old file whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -133,25 +148,28 @@ def save_run(record: RunRecord, directory=None) -> Path:
 
 
 def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord:
-    """Load a saved record; a missing one names the notebook or command that makes it."""
+    """Load a saved record; any refusal names the file and the notebook that writes it again."""
     path = record_path(variant, mode, directory)
+    again = f"run {notebook_for(variant)} again ({mode or config.MODE} mode), which rewrites it"
     if not path.exists():
-        raise FileNotFoundError(f"no run record {path}: first run the notebook or script that trains "
+        raise FileNotFoundError(f"no run record {path}: first run {notebook_for(variant)}, which trains "
                                 f"{variant!r} in {mode or config.MODE} mode (README, 'Results')")
     try:
         with open(path) as f:
             content = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a valid Run record: not JSON, or cut short ({e}). Run the notebook "
-                         f"that trains {variant!r} again, which rewrites it (or delete the file)") from None
+        raise ValueError(f"{path} is not a valid Run record: not JSON, or cut short ({e}); {again} "
+                         "(or delete the file)") from None
     if not isinstance(content, dict):
-        raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object")
+        raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object; {again}")
     optional = {"test_predictions"}  # added later; older records load without it
     missing = sorted(set(RunRecord.__dataclass_fields__) - set(content) - optional)
     if missing:
-        raise ValueError(f"{path} lacks {missing}: a record of an older or other format. Run the notebook that "
-                         f"trains {variant!r} again to rewrite it")
-    return RunRecord.from_dict(content)
+        raise ValueError(f"{path} lacks {missing}: a record of an older or other format; {again}")
+    try:
+        return RunRecord.from_dict(content)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path} is not a valid Run record: {e}; {again}") from None
 
 
 def summary_frame(records) -> pd.DataFrame:
@@ -168,21 +186,11 @@ def summary_table(records):
     return summary_frame(records).style.hide(axis="index").format(formats, na_rep="-")
 
 
-def history_frame(records) -> pd.DataFrame:
-    """A tidy frame: one row per (variant, epoch), columns for each history key."""
-    rows = []
-    for r in records:
-        for i in range(r.epochs):
-            rows.append({"variant": r.variant, "epoch": i + 1, **{k: r.history[k][i] for k in HISTORY_KEYS}})
-    return pd.DataFrame(rows, columns=["variant", "epoch", *HISTORY_KEYS])
-
-
 def time_to_reach(record: RunRecord, val_loss: float):
     """(epoch, seconds) at the end of the first epoch whose validation loss is at most ``val_loss``.
 
     Seconds are wall time from the start of training, the compiling first epoch included, as
     ``wall_time_to_best``. ``(None, None)`` if the run never got there.
-    Used in: notebooks 03-06 ("does it converge faster?").
     """
     if not math.isfinite(val_loss):
         raise ValueError(f"val_loss must be a finite target, got {val_loss}")
@@ -192,45 +200,6 @@ def time_to_reach(record: RunRecord, val_loss: float):
         if loss <= val_loss:
             return epoch, elapsed
     return None, None
-
-
-def seed_summary(groups: dict, target_val_loss: float | None = None) -> pd.DataFrame:
-    """One row per variant, over its seeds: the means the comparisons use, and the spread.
-
-    Args:
-        groups: ``{variant label: [RunRecord, ...]}``, the same variant with several seeds.
-        target_val_loss: if given, adds how fast each variant reaches it (``time_to_reach``):
-            mean epochs and seconds over the seeds that reach it, and how many do.
-    Columns: seeds, learning rate, mean epochs to best, mean seconds per epoch, mean wall
-    time to best, validation accuracy (mean, min, max, range in points), test accuracy
-    (mean, min, max), parameters.
-    Used in: notebooks 03-06.
-    """
-    rows = []
-    for label, records in groups.items():
-        records = list(records)
-        if not records:
-            raise ValueError(f"no records for {label!r}")
-        valid = np.array([r.valid_accuracy for r in records])
-        test = np.array([r.test_accuracy for r in records])
-        rows.append({
-            "variant": label, "seeds": len(records), "learning_rate": records[0].learning_rate,
-            "best_epoch": float(np.mean([r.best_epoch for r in records])),
-            "seconds_per_epoch": float(np.mean([r.seconds_per_epoch for r in records])),
-            "wall_time_to_best": float(np.mean([r.wall_time_to_best for r in records])),
-            "valid_mean": valid.mean(), "valid_min": valid.min(), "valid_max": valid.max(),
-            "valid_range_points": 100 * (valid.max() - valid.min()),
-            "test_mean": test.mean(), "test_min": test.min(), "test_max": test.max(),
-            "first_epoch_seconds": float(np.mean([r.first_epoch_seconds for r in records])),
-            "parameters": records[0].config.get("architecture", {}).get("parameters"),
-        })
-        if target_val_loss is not None:
-            reached = [time_to_reach(r, target_val_loss) for r in records]
-            reached = [t for t in reached if t[0] is not None]
-            rows[-1] |= {"target_reached_by": len(reached),
-                         "epochs_to_target": float(np.mean([e for e, _ in reached])) if reached else math.nan,
-                         "seconds_to_target": float(np.mean([s for _, s in reached])) if reached else math.nan}
-    return pd.DataFrame(rows)
 
 
 def seed_names(variant: str, seeds=None) -> list:
@@ -253,7 +222,6 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
             wider of the two ranges is what chance alone moves one run.
         seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
             adds seconds per epoch and seconds to the best epoch (best epoch x seconds).
-    Used in: notebooks 03-06.
     """
     rows = []
     ref = groups.get(reference)
@@ -301,7 +269,7 @@ def series_table(series: dict, seconds_per_epoch: dict, n_test: int) -> pd.DataF
 
     Seconds per epoch are the side-by-side timings given (``training.time_alone``), and the
     one time column, ``seconds_to_best``, is the mean best epoch times them; the test
-    interval is a 95% Wilson interval over ``n_test`` images. Used in: notebook 06.
+    interval is a 95% Wilson interval over ``n_test`` images.
     """
     from helpers.metrics import wilson_interval
 

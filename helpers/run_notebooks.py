@@ -59,13 +59,21 @@ def tidy_outputs(cell) -> None:
     cell["outputs"] = outputs
 
 
-def execute(path: Path, out: Path, bar=None, env: dict | None = None) -> float:
+class NotebookFailed(RuntimeError):
+    """A cell raised: the message names the notebook, the cell and the error, and where the partial outputs are."""
+
+
+def execute(path: Path, out: Path, bar=None, env: dict | None = None, failed_dir: Path | None = None) -> float:
     """Run every cell of ``path`` in a fresh kernel, write the result to ``out``; seconds.
 
     ``env``: the kernel's environment (default: this process's), e.g. with CIFAR10_MODE set.
+    A cell that raises stops the run: the notebook as far as it got, its outputs and the
+    error included, goes to ``failed_dir`` (default: ``failed/`` beside ``out``; never over
+    ``out``, which keeps its last good run), and ``NotebookFailed`` says where.
     """
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=None, kernel_name="python3",
@@ -75,7 +83,16 @@ def execute(path: Path, out: Path, bar=None, env: dict | None = None) -> float:
         info = client.wait_for_reply(client.kc.kernel_info())
         nb.metadata["language_info"] = info["content"]["language_info"]
         for index, cell in enumerate(nb.cells):
-            client.execute_cell(cell, index)
+            try:
+                client.execute_cell(cell, index)
+            except CellExecutionError as e:
+                tidy_outputs(cell)
+                partial = Path(failed_dir or Path(out).parent / "failed") / Path(out).name
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, partial)
+                first = cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ""
+                raise NotebookFailed(f"{path.name}, cell {index} ({first!r}): {e.ename}: {e.evalue}; "
+                                     f"the outputs so far are in {partial}") from None
             if cell.cell_type == "code":
                 tidy_outputs(cell)
             if bar is not None:
@@ -119,7 +136,14 @@ def main(argv=None) -> int:
                         bar.update(k)
                         overall.update(k)
 
-                times[path.name] = execute(path, out_dir / path.name, Both, env)
+                try:
+                    times[path.name] = execute(path, out_dir / path.name, Both, env,
+                                               failed_dir=config.settings_for("quick").results_dir / "failed")
+                except NotebookFailed as e:
+                    bar.close()
+                    overall.close()
+                    print(f"FAILED: {e}", file=sys.stderr)
+                    return 1
             tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
     total = sum(times.values())
     backend = f", KERAS_BACKEND={env['KERAS_BACKEND']}" if env.get("KERAS_BACKEND") else ""

@@ -25,6 +25,7 @@ import numpy as np
 
 from helpers import callbacks as ours
 from helpers import config, models
+from helpers.data import check_images, normalize_labels
 from helpers.results import HISTORY_KEYS, RunRecord
 
 # 32 train steps per call of the compiled step: fewer round trips between Python and the
@@ -76,49 +77,25 @@ def check_learning_rate(learning_rate):
 def check_data(model: keras.Model, data, batch_size: int | None = None):
     """Refuse data a model cannot train on, with a message that says what to do; returns it, labels flattened.
 
-    Checks each of the train, validation and test sets: no empty set; images of the model's
-    input shape, floats (not raw uint8 pixels), finite; as many labels as images and, for a
-    classifier (more than one output), class ids within the model's classes, of shape (N,)
-    or (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them; flattened here, as
-    ``fit`` would read them). And a batch no larger than the training set.
+    Each of the train, validation and test sets: images of the model's input shape,
+    scaled or standardized floats, finite (``data.check_images``); as many labels as images
+    and, for a classifier (more than one output), class ids within the model's classes, of
+    shape (N,) or (N, 1), flattened here as ``fit`` would read them (``data.normalize_labels``).
+    And a batch no larger than the training set.
     """
-    expected = tuple(model.input_shape[1:])
-    n_classes = model.output_shape[-1]
-    flat = {}
+    expected, n_classes = tuple(model.input_shape[1:]), model.output_shape[-1]
+    checked = {}
     for name in ("train", "valid", "test"):
-        x, y = np.asarray(getattr(data, f"x_{name}")), np.asarray(getattr(data, f"y_{name}"))
-        if len(x) == 0:
-            raise ValueError(f"the {name} set is empty: nothing to train or evaluate on")
-        if tuple(x.shape[1:]) != expected:
-            raise ValueError(f"{name} images have shape {x.shape[1:]} each, the model expects {expected}; "
-                             "load them with helpers.data.load_cifar10() (N, 32, 32, 3), or build the model "
-                             "with input_shape=...")
-        if x.dtype.kind != "f":
-            raise ValueError(f"{name} images are {x.dtype}, not floats: scale or standardize them first "
-                             "(helpers.data.scale(data) or helpers.data.standardize(data))")
-        if not np.isfinite(x).all():
-            bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-            raise ValueError(f"{name} images contain NaN or infinite pixels ({bad} images): "
-                             "fix or drop them before training")
-        if len(y) != len(x):
+        x, y = getattr(data, f"x_{name}"), getattr(data, f"y_{name}")
+        check_images(x, f"{name} images", expected)
+        if n_classes > 1:  # one output: a regression probe, not a classifier; no class ids to check
+            checked[f"y_{name}"] = normalize_labels(y, f"{name} labels", n_classes, count=len(x))
+        elif len(y) != len(x):
             raise ValueError(f"{len(x)} {name} images but {len(y)} labels: they must match one to one")
-        if n_classes == 1:  # one output: a regression probe, not a classifier; no class ids to check
-            continue
-        if y.ndim == 2 and y.shape[1] == n_classes and n_classes > 1:
-            raise ValueError(f"{name} labels look one-hot, shape {y.shape}: the loss takes class ids of "
-                             "shape (N,), e.g. y.argmax(axis=1)")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = flat[f"y_{name}"] = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{name} labels must have shape (N,), got {y.shape}; flatten them (y.ravel())")
-        if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= n_classes:
-            values = f"values from {y.min()} to {y.max()}" if y.dtype.kind in "iufb" else f"e.g. {y[:3].tolist()}"
-            raise ValueError(f"{name} labels must be integer class ids 0..{n_classes - 1}, got dtype {y.dtype} "
-                             f"with {values}")
     if batch_size is not None and batch_size > len(data.y_train):
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(data.y_train)} images); "
                          "use a smaller batch")
-    return dataclasses.replace(data, **flat) if flat else data
+    return dataclasses.replace(data, **checked) if checked else data
 
 
 def evaluate(model: keras.Model, x, y, batch_size: int = EVAL_BATCH_SIZE):
@@ -239,6 +216,21 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
                       kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
                                "the last epoch: the schedule fixes the length, no early stopping"),
                       evaluate_test=evaluate_test, extra_config=extra)
+
+
+def time_alone(networks: dict, epochs: int = 3) -> dict:
+    """Seconds per epoch of each network trained alone, one after another, here: the series' one way to time.
+
+    ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a
+    compiled model (a 1cycle schedule sized for ``epochs``). Each trains ``epochs`` epochs
+    (no backup, the test set left alone); its time is the median of the epochs after the
+    first (which compiles). Timed one after another in one process, the figures compare;
+    seconds measured at other moments, or while other trainings share the cores, do not (a
+    shared machine's speed varies up to 3x from day to day). Returns ``{label: seconds per epoch}``.
+    """
+    return {label: train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs, verbose=0,
+                         evaluate_test=False, resume=False, **kwargs).seconds_per_epoch
+            for label, (make_model, data, kwargs) in networks.items()}
 
 
 def check_schedule(optimizer, max_epochs: int, n_train: int, batch_size: int) -> bool:

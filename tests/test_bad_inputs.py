@@ -42,13 +42,14 @@ INF[0, 0] = np.inf
     (with_train(D, x=INF), "NaN or infinite pixels"),
     (with_train(D, y=D.y_train + 10), "class ids 0..9"),                                # labels out of range
     (with_train(D, y=-D.y_train - 1), "class ids 0..9"),
-    (with_train(D, y=D.y_train[:-5]), "64 train images but 59 labels"),                 # wrong length
+    (with_train(D, y=D.y_train[:-5]), "64 images but 59 train labels"),                 # wrong length
     (with_train(D, y=np.eye(10)[D.y_train]), "one-hot"),
     (with_train(D, y=np.stack([D.y_train, D.y_train], axis=1)), r"flatten them \(y.ravel\(\)\)"),
     (with_train(D, y=np.array(["cat"] * 64)), "integer class ids 0..9, got dtype <U3 with e.g."),
-    (with_train(D, y=D.y_train.astype(np.float32)), "integer class ids"),
-    (with_train(D, x=D.x_train[:0], y=D.y_train[:0]), "the train set is empty"),
-    (dataclasses.replace(D, x_valid=D.x_valid[:0], y_valid=D.y_valid[:0]), "the valid set is empty"),
+    (with_train(D, y=D.y_train + 0.5), "integer class ids 0..9, got dtype float64 with values that are not whole"),
+        (with_train(D, x=np.round(D.x_train * 40 + 128)), "look like raw pixels"),            # 0-255 as floats
+    (with_train(D, x=D.x_train[:0], y=D.y_train[:0]), "train images: no images"),
+    (dataclasses.replace(D, x_valid=D.x_valid[:0], y_valid=D.y_valid[:0]), "valid images: no images"),
 ])
 def test_bad_data_is_refused_before_training(bad, message):
     with pytest.raises(ValueError, match=message):

@@ -171,18 +171,3 @@ def test_check_command_reports_error_cleanly(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFAR10_NPZ", str(tmp_path / "missing.npz"))
     assert data.main(["check"]) == 1
     assert "missing.npz" in capsys.readouterr().err
-
-
-def test_flip_images_mirrors_exactly_the_chosen_images():
-    from helpers.data import flip_images
-
-    x = np.random.default_rng(0).integers(0, 255, size=(6, 4, 5, 3)).astype(np.float32)
-    flips = np.array([True, False, True, False, False, True])
-    out = flip_images(x, flips)
-    for o, xi, f in zip(out, x, flips):
-        np.testing.assert_array_equal(o, xi[:, ::-1] if f else xi)  # width is the second image axis
-    assert not np.shares_memory(out, x)
-    with pytest.raises(ValueError, match="height, width, channels"):
-        flip_images(x.reshape(6, -1), flips)
-    with pytest.raises(ValueError, match="6 booleans"):
-        flip_images(x, flips[:5])

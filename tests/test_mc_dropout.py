@@ -73,8 +73,10 @@ def test_wrong_uses_are_refused_with_a_message():
         mc_dropout.predict(build_dnn(n_hidden=2, n_neurons=4, input_shape=(12,)), X, n_samples=3)
     with pytest.raises(ValueError, match="n_samples"):
         mc_dropout.predict(selu_net(), X, n_samples=0)
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="no images"):
         mc_dropout.predict(selu_net(), X[:0], n_samples=3)
+    with pytest.raises(ValueError, match="look like raw pixels"):
+        mc_dropout.predict(selu_net(), np.round(X * 40 + 128), n_samples=3)
     inputs = keras.Input((12,))
     functional = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dropout(0.2)(inputs)))
     with pytest.raises(TypeError, match="Sequential"):

@@ -65,7 +65,7 @@ def test_describe_reads_the_layers():
     d = describe(build_dnn(n_hidden=4, n_neurons=7, activation="selu", initializer="lecun_normal"))
     assert d == {"n_hidden": 4, "n_neurons": 7, "activation": "selu", "initializer": "LecunNormal",
                  "batch_norm": False, "input_batch_norm": False, "alpha_dropout": 0.0,
-                 "random_flip": False, "parameters": d["parameters"]}
+                 "parameters": d["parameters"]}
 
 
 def test_initializer_object_gives_each_layer_its_own_draw_reproducibly():

@@ -144,3 +144,24 @@ def test_runs_can_vary_the_architecture_through_options():
     assert "build_options" not in many.record("default").config
     assert many.model("narrow").layers[1].units == 8 and many.model("default").layers[1].units == 32
     assert isinstance(many.model("narrow"), keras.Model)
+
+
+def test_a_killed_worker_fails_the_networks_it_took_and_keeps_the_finished_ones(capsys):
+    """joblib stops the call when a worker dies: the networks not finished are failures that say what to do."""
+    import os
+
+    parent = os.getpid()
+
+    def build(seed):
+        if seed == 13 and os.getpid() != parent:
+            import time
+
+            time.sleep(20)  # the other network finishes first
+            os._exit(1)  # as if killed: no exception, no result
+        return small(seed)
+
+    many = train_many(build, blobs(n_train=200), [Run("killed", 13, 1e-3), Run("other", 1, 1e-3)], n_jobs=2,
+                      max_epochs=1, verbose=0)
+    assert [r.variant for r in many.records] == ["other"]
+    assert "a worker process died" in many.failures["killed"] and "call train_many again" in many.failures["killed"]
+    assert "[killed] FAILED: TerminatedWorkerError: a worker process died" in capsys.readouterr().out

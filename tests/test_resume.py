@@ -140,3 +140,26 @@ def test_random_state_is_part_of_the_backup():
     random_state = backup._random_state()
     assert random_state and all("seed_generator" in name for name in random_state)
     assert not np.isin(list(random_state), [w.path for w in model.weights]).any()
+
+
+@once
+def test_an_unwritable_cache_warns_and_trains_on(tmp_path, monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CIFAR10_CACHE", str(blocked))
+    with pytest.warns(RuntimeWarning, match="could not write the backup"):
+        record = training.train(small(), blobs(), "nowhere", max_epochs=2, patience=2, verbose=0)
+    assert record.epochs == 2
+
+
+@once
+def test_a_corrupt_backup_is_ignored_and_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    data = blobs()
+    with pytest.raises(Killed):
+        training.train(small(), data, "corrupt", max_epochs=4, patience=4, verbose=0, callbacks=[kill_at(2)])
+    (folder,) = (tmp_path / "checkpoints").iterdir()
+    (folder / "state.json").write_text('{"epoch": 2, "weights": "missing.weights.h5", "arrays": "missing.npz"}')
+    with pytest.warns(RuntimeWarning, match="ignoring the backup .*starting from epoch 1"):
+        record = training.train(small(), data, "corrupt", max_epochs=4, patience=4, verbose=0)
+    assert record.epochs == 4 and "resumed_after_epoch" not in record.config
