@@ -207,7 +207,7 @@ def next_rate(tried: dict):
 
 
 def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SEARCH_SEED, max_extra: int = 2,
-                 **train_many_kwargs) -> RateSearch:
+                 suggestion: float | None = None, **train_many_kwargs) -> RateSearch:
     """Train the network to the end at each rate, side by side; the lowest validation loss wins.
 
     The one search of the series, the same for every network and every control: full
@@ -219,6 +219,8 @@ def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SE
         build_model: ``build_model(seed)``, as ``parallel.train_many``'s.
         rates: at least two positive, increasing rates (1cycle: peaks, with a
             ``compile_model`` that builds the schedule from each).
+        suggestion: the LR finder's, kept in each record's ``config`` (``finder_suggestion``), so
+            that notebook 06 can set every chosen rate against its finder's suggestion.
         train_many_kwargs: go to ``parallel.train_many`` (``compile_model``, ``batch_size``, ...).
     """
     from helpers import parallel
@@ -228,6 +230,9 @@ def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SE
         raise ValueError(f"rates must be at least two positive, finite, increasing values, got {rates}")
     start = time.perf_counter()
     train_many_kwargs.setdefault("evaluate_test", False)
+    if suggestion is not None:
+        train_many_kwargs["extra_config"] = {**train_many_kwargs.get("extra_config", {}),
+                                             "finder_suggestion": float(suggestion)}
 
     def run(*rates_):
         names = {r: f"{prefix}_lr_{r:.1e}" for r in rates_}

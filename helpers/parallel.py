@@ -7,8 +7,6 @@ cluster included (README, "More networks than one machine")::
     with joblib.parallel_config(backend="dask"):
         many = train_many(build, data, runs)
 
-At batch 32 one training barely uses a second core, so two trainings on two cores cost
-about what one costs (``benchmarks/README.md``).
 """
 from __future__ import annotations
 
@@ -218,9 +216,8 @@ class _Progress(threading.Thread):
                 for line in lines.splitlines():
                     e = json.loads(line)
                     if self.verbose >= 2:
-                        self._say(f"[{e['variant']}] epoch {e['epoch']}: loss {e.get('loss', float('nan')):.4f}, "
-                                  f"val_loss {e.get('val_loss', float('nan')):.4f}, "
-                                  f"val_accuracy {100 * e.get('val_accuracy', float('nan')):.2f}%")
+                        self.bar.write(f"[{e['variant']}] epoch {e['epoch']}: loss {e['loss']:.4f}, val_loss "
+                                       f"{e['val_loss']:.4f}, val_accuracy {100 * e['val_accuracy']:.2f}%", sys.stdout)
                     if self.bar is not None and e["variant"] not in self.done:
                         self.bar.update(1)
 
@@ -231,11 +228,5 @@ class _Progress(threading.Thread):
             if self.bar is not None and not isinstance(outcome, str):
                 record = outcome[0]
                 self.bar.update(self.max_epochs - record.epochs)  # early stopping: the epochs not needed
-                self._say(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
-                          f"accuracy {100 * record.valid_accuracy:.2f}%")
-
-    def _say(self, text):
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            print(text, flush=True)
+                self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
+                               f"accuracy {100 * record.valid_accuracy:.2f}%", sys.stdout)

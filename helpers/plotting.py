@@ -77,10 +77,10 @@ def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark
 def plot_lr_finder(result, ax=None):
     """Smoothed loss against learning rate (log scale), the suggestion marked with its rule.
 
-    The loss axis shows the informative range: from a little under the minimum to the
-    start of the sweep or chance level, whichever is higher (a divergence runs off the
-    top); chance level, ln 10 for ten classes, is marked. A fallback result (the sweep
-    could not suggest a rate) shows what the sweep recorded and says so.
+    The loss axis starts at 0 and ends a little above chance level, ln 10 for ten classes
+    (marked), or the sweep's first loss: a drop of a few hundredths of a nat looks as small as
+    it is, not like a valley (a divergence runs off the top). The legend gives the drop. A
+    fallback result (the sweep could not suggest a rate) shows what the sweep recorded and says so.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 4))
@@ -88,14 +88,13 @@ def plot_lr_finder(result, ax=None):
     ax.axhline(chance, color="0.45", lw=0.8, ls="-.", label=f"chance level, ln 10 = {chance:.2f}")
     if len(result.smoothed) >= 2:
         ax.plot(result.rates, result.losses, color="0.75", lw=0.8, label="batch loss")
-        ax.plot(result.rates, result.smoothed, color="C0", label="smoothed loss")
         best = int(np.argmin(result.smoothed))
+        ax.plot(result.rates, result.smoothed, color="C0", label=f"smoothed loss: {result.smoothed[0]:.3f} down to "
+                                                                  f"{result.smoothed[best]:.3f} nats")
         ax.plot(result.rates[best], result.smoothed[best], "o", color="C0",
                 label=f"smoothed minimum at {result.rates[best]:.2g}")
         ax.axvline(result.rates[-1], color="0.3", ls=":", label=f"sweep ended at {result.rates[-1]:.2g}")
-        lo = min(result.smoothed)
-        hi = max(result.smoothed[0], chance)
-        ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.15 * (hi - lo))
+        ax.set_ylim(0, 1.15 * max(result.smoothed[0], chance))
     else:
         ax.text(0.5, 0.5, "the sweep recorded no finite loss", transform=ax.transAxes, ha="center")
     ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggestion {result.suggestion:.2g}\n({result.rule})")

@@ -6,7 +6,6 @@ notebooks can read a record with ``json.load`` alone, without importing ``helper
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -186,22 +185,6 @@ def summary_table(records):
     return summary_frame(records).style.hide(axis="index").format(formats, na_rep="-")
 
 
-def time_to_reach(record: RunRecord, val_loss: float):
-    """(epoch, seconds) at the end of the first epoch whose validation loss is at most ``val_loss``.
-
-    Seconds are wall time from the start of training, the compiling first epoch included, as
-    ``wall_time_to_best``. ``(None, None)`` if the run never got there.
-    """
-    if not math.isfinite(val_loss):
-        raise ValueError(f"val_loss must be a finite target, got {val_loss}")
-    elapsed = 0.0
-    for epoch, (loss, seconds) in enumerate(zip(record.history["val_loss"], record.history["epoch_seconds"]), 1):
-        elapsed += seconds
-        if loss <= val_loss:
-            return epoch, elapsed
-    return None, None
-
-
 def seed_names(variant: str, seeds=None) -> list:
     """``[(record name, seed), ...]`` of a final model: ``variant`` for seed 42, ``variant_seed1``, ``variant_seed2``."""
     return [(variant if seed == config.SEED else f"{variant}_seed{seed}", seed) for seed in (seeds or config.SEEDS)]
@@ -212,48 +195,11 @@ def load_seeds(variant: str, mode: str | None = None, directory=None) -> list:
     return [load_run(name, mode, directory) for name, _ in seed_names(variant)]
 
 
-def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict | None = None) -> pd.DataFrame:
-    """Final models over their seeds, as a table a reader can scan: one row per variant.
-
-    Args:
-        groups: ``{variant: [RunRecord, ...]}``, named as ``VARIANT_NAMES`` says.
-        reference: the variant the others are measured against (points of validation
-            accuracy), each difference marked as beyond or within the seed ranges: the
-            wider of the two ranges is what chance alone moves one run.
-        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
-            adds seconds per epoch and seconds to the best epoch (best epoch x seconds).
-    """
-    rows = []
-    ref = groups.get(reference)
-    for variant, records in groups.items():
-        valid, test = (np.array([getattr(r, k) for r in records]) for k in ("valid_accuracy", "test_accuracy"))
-        best = float(np.mean([r.best_epoch for r in records]))
-        row = {"model": name_of(variant), "seeds": len(records), "learning rate": f"{records[0].learning_rate:.2e}",
-               "best epoch": f"{best:.1f}",
-               "valid acc (seeds' range)": f"{100 * valid.mean():.2f}% ({100 * valid.min():.2f}-{100 * valid.max():.2f})",
-               "test acc": f"{100 * test.mean():.2f}%"}
-        if ref is not None:
-            ref_valid = np.array([r.valid_accuracy for r in ref])
-            delta, spread = 100 * (valid.mean() - ref_valid.mean()), 100 * max(np.ptp(valid), np.ptp(ref_valid))
-            row["vs " + name_of(reference).split(": ")[-1]] = (
-                "" if variant == reference else
-                f"{delta:+.2f} points ({'beyond' if abs(delta) > spread else 'within'} the seed ranges)")
-        if seconds_per_epoch:
-            row["s/epoch"] = f"{seconds_per_epoch[variant]:.2f} s"
-            row["s to best"] = f"{best * seconds_per_epoch[variant]:.0f} s"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
-
-
-def summary_line(records, key: str = "valid_accuracy") -> str:
-    """'validation accuracy over 3 runs: mean 50.12%, range 49.96% to 50.62% (0.66 points)'."""
-    name = {"valid_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}.get(key, key)
-    values = [100 * getattr(r, key) for r in records]
-    if not values:
-        return f"{name}: no run finished"
-    lo, hi = min(values), max(values)
-    return (f"{name} over {len(values)} runs: mean {np.mean(values):.2f}%, range {lo:.2f}% to {hi:.2f}% "
-            f"({hi - lo:.2f} points)")
+def load_search(prefix: str, mode: str | None = None, directory=None) -> list:
+    """The records of a learning-rate search (``lr_finder.search_rates``' ``{prefix}_lr_{rate}``), by rate."""
+    folder = Path(directory or results_dir(mode))
+    names = [p.stem for p in folder.glob(f"{prefix}_lr_*.json")]
+    return sorted((load_run(name, mode, directory) for name in names), key=lambda r: r.learning_rate)
 
 
 def load_json(name: str, mode: str | None = None) -> dict:
@@ -262,62 +208,6 @@ def load_json(name: str, mode: str | None = None) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no {path}: the notebook that writes it has not run in this mode")
     return json.loads(path.read_text())
-
-
-def series_table(series: dict, seconds_per_epoch: dict, n_test: int) -> pd.DataFrame:
-    """Every final model of the series in numbers, one row per variant (``VARIANT_NAMES``).
-
-    Seconds per epoch are the side-by-side timings given (``training.time_alone``), and the
-    one time column, ``seconds_to_best``, is the mean best epoch times them; the test
-    interval is a 95% Wilson interval over ``n_test`` images.
-    """
-    from helpers.metrics import wilson_interval
-
-    rows = []
-    for variant, records in series.items():
-        valid, test = (np.array([getattr(r, k) for r in records]) for k in ("valid_accuracy", "test_accuracy"))
-        best = float(np.mean([r.best_epoch for r in records]))
-        low, high = wilson_interval(float(test.mean()), n_test)
-        rows.append({"model": name_of(variant), "variant": variant, "seeds": len(records),
-                     "learning_rate": records[0].learning_rate, "best_epoch": best,
-                     "seconds_per_epoch": seconds_per_epoch[variant], "seconds_to_best": best * seconds_per_epoch[variant],
-                     "valid_mean": valid.mean(), "valid_min": valid.min(), "valid_max": valid.max(),
-                     "test_mean": test.mean(), "test_low": low, "test_high": high,
-                     "parameters": records[0].config.get("architecture", {}).get("parameters")})
-    return pd.DataFrame(rows).set_index("model")
-
-
-def add_mc_dropout(table: pd.DataFrame, mc: dict, n_test: int) -> pd.DataFrame:
-    """``table`` with a row for MC dropout after alpha dropout's: the same training, MC's accuracies.
-
-    ``mc``: notebook 05's ``mc_dropout.json`` (per seed, the accuracy of the MC mean).
-    """
-    from helpers.metrics import wilson_interval
-
-    per_seed = pd.DataFrame(mc["per_seed"]).pivot(index="record", columns="set", values="MC")
-    row = table.loc[name_of("alpha_dropout")].copy()
-    row["variant"] = "mc_dropout"
-    row[["valid_mean", "valid_min", "valid_max"]] = per_seed["valid"].agg(["mean", "min", "max"]).to_numpy()
-    row["test_mean"] = per_seed["test"].mean()
-    row["test_low"], row["test_high"] = wilson_interval(float(row["test_mean"]), n_test)
-    order = list(table.index)
-    order.insert(order.index(name_of("alpha_dropout")) + 1, name_of("mc_dropout"))
-    return pd.concat([table, row.to_frame(name_of("mc_dropout")).T]).loc[order]
-
-
-def series_display(table: pd.DataFrame) -> pd.DataFrame:
-    """``series_table`` as text a reader scans: rates, seconds with units, percentages, thousands separated."""
-    return pd.DataFrame({
-        "learning rate": table.learning_rate.map("{:.2e}".format),
-        "epochs to best": table.best_epoch.map("{:.1f}".format),
-        "s/epoch": table.seconds_per_epoch.map("{:.2f} s".format),
-        "to best": table.seconds_to_best.map("{:.0f} s".format),
-        "valid acc (seeds' range)": [f"{100 * m:.2f}% ({100 * lo:.2f}-{100 * hi:.2f})"
-                                     for m, lo, hi in zip(table.valid_mean, table.valid_min, table.valid_max)],
-        "test acc [95% interval]": [f"{100 * m:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
-                                    for m, lo, hi in zip(table.test_mean, table.test_low, table.test_high)],
-        "parameters": table.parameters.map("{:,}".format),
-    }, index=table.index.rename("model"))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import results
+from helpers import metrics, results
 from helpers.results import RunRecord
 from tests.backends import once  # noqa: E402
 
@@ -83,11 +83,11 @@ def test_time_to_reach_a_validation_loss():
     h = {"loss": [2.0, 1.5, 1.2, 1.1], "accuracy": [0.1] * 4, "val_loss": [1.9, 1.6, 1.4, 1.45],
          "val_accuracy": [0.1] * 4, "epoch_seconds": [3.0, 1.0, 1.0, 1.0]}
     r = make_record(epochs=4, history=h)
-    assert results.time_to_reach(r, 1.6) == (2, 4.0)  # reached exactly at epoch 2: compile epoch counted
-    assert results.time_to_reach(r, 1.5) == (3, 5.0)
-    assert results.time_to_reach(r, 1.0) == (None, None)  # never
+    assert metrics.time_to_reach(r, 1.6) == (2, 4.0)  # reached exactly at epoch 2: compile epoch counted
+    assert metrics.time_to_reach(r, 1.5) == (3, 5.0)
+    assert metrics.time_to_reach(r, 1.0) == (None, None)  # never
     with pytest.raises(ValueError, match="finite"):
-        results.time_to_reach(r, float("nan"))
+        metrics.time_to_reach(r, float("nan"))
 
 
 def test_test_predictions_travel_with_the_record_and_older_records_load_without_them(tmp_path):
@@ -119,15 +119,21 @@ def test_load_seeds_reads_the_five_records(tmp_path):
         results.load_seeds("bn", directory=tmp_path)
 
 
-def test_compare_names_each_model_and_says_whether_a_difference_is_beyond_the_seed_ranges():
+def test_compare_gives_each_difference_an_interval_across_seeds():
     groups = {"baseline": [make_record("baseline", valid_accuracy=a) for a in (0.50, 0.51, 0.505)],
               "bn": [make_record("bn_seed", valid_accuracy=a, best_epoch=4) for a in (0.54, 0.545, 0.55)],
               "selu": [make_record("selu", valid_accuracy=a) for a in (0.49, 0.51, 0.50)]}
-    table = results.compare(groups, reference="baseline", seconds_per_epoch={"baseline": 2.0, "bn": 2.5, "selu": 2.1})
+    table = metrics.compare(groups, reference="baseline", seconds_per_epoch={"baseline": 2.0, "bn": 2.5, "selu": 2.1})
     assert list(table.index) == ["a-b: baseline", "c: batch norm", "d: SELU"]
-    assert table.loc["c: batch norm", "valid acc (seeds' range)"] == "54.50% (54.00-55.00)"
-    assert table.loc["c: batch norm", "vs baseline"] == "+4.00 points (beyond the seed ranges)"
-    assert table.loc["d: SELU", "vs baseline"] == "-0.50 points (within the seed ranges)"  # SELU's range: 2 points
+    assert table.loc["c: batch norm", "valid acc (mean ± SD)"] == "54.50% ± 0.50"
+    diff, interval = table.loc["c: batch norm", "vs baseline"].split(" ", 1)
+    assert diff == "+4.00" and interval.startswith("[+") and float(table.loc["c: batch norm", "p"]) < 0.01
+    low, high = (float(v) for v in interval.strip("[]").split(", "))
+    assert 0 < low < 4 < high  # batch norm's interval holds its difference, not 0
+    low, high = (float(v) for v in table.loc["d: SELU", "vs baseline"].split(" ", 1)[1].strip("[]").split(", "))
+    assert low < 0 < high and float(table.loc["d: SELU", "p"]) > 0.4
+    assert float(table.loc["d: SELU", "detectable"]) > 0.5  # three noisy seeds cannot see half a point
+    assert table.loc["a-b: baseline", "vs baseline"] == ""
     assert table.loc["c: batch norm", "s/epoch"] == "2.50 s" and table.loc["c: batch norm", "s to best"] == "10 s"
 
 
@@ -147,5 +153,5 @@ def test_summary_line_states_mean_and_range():
         return RunRecord(name, "quick", "x", 1e-3, 1, 1, acc, acc, 1.0, 1.0, 1.0, 1.0, 1.0, "max_epochs", h, {})
 
     records = (rec("a", 0.50), rec("b", 0.52), rec("c", 0.51))
-    assert results.summary_line(records) == ("validation accuracy over 3 runs: mean 51.00%, range 50.00% "
+    assert metrics.summary_line(records) == ("validation accuracy over 3 runs: mean 51.00%, range 50.00% "
                                              "to 52.00% (2.00 points)")
