@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from helpers.data import check_images, normalize_labels
+
 
 @dataclass(frozen=True)
 class LayerStats:
@@ -75,7 +77,11 @@ def _logits_model(model: keras.Model):
 
 
 def _kernel_gradients(model, x, y, from_logits=True):
-    """Gradient of the mean cross-entropy with respect to every trainable variable, by id."""
+    """Gradient of the mean cross-entropy with respect to every trainable variable, by id.
+
+    Under JAX through ``jax.grad`` of the model's own call inside a ``keras.StatelessScope``
+    (each variable read as the value being differentiated); under TensorFlow through a tape.
+    """
     backend = keras.backend.backend()
     y = keras.ops.convert_to_tensor(y)
     if from_logits:
@@ -83,31 +89,27 @@ def _kernel_gradients(model, x, y, from_logits=True):
         variables = [*body.trainable_variables, out.kernel, out.bias]
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-        def forward(values, x):
-            n = len(body.trainable_variables)
-            h, _ = body.stateless_call(values[:n], [v.value for v in body.non_trainable_variables], x,
-                                       training=False)
-            return keras.ops.matmul(h, values[n]) + values[n + 1]
+        def forward():
+            return keras.ops.matmul(body(x, training=False), out.kernel) + out.bias
     else:  # what Keras does with a softmax output: the loss from the probabilities
         variables = list(model.trainable_variables)
         loss_fn = keras.losses.SparseCategoricalCrossentropy()
 
-        def forward(values, x):
-            out, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables], x,
-                                          training=False)
-            return out
+        def forward():
+            return model(x, training=False)
     if backend == "jax":
         import jax
 
-        grads = jax.grad(lambda values: loss_fn(y, forward(values, x)))([v.value for v in variables])
+        def loss(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss_fn(y, forward())
+
+        grads = jax.grad(loss)([v.value for v in variables])
     elif backend == "tensorflow":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            if from_logits:
-                loss = loss_fn(y, forward(variables, x))
-            else:  # the model's own call, as fit would do it
-                loss = loss_fn(y, model(x, training=False))
+            loss = loss_fn(y, forward())
         grads = tape.gradient(loss, variables)
     else:
         raise NotImplementedError(f"gradients under the {backend} backend")
@@ -128,12 +130,14 @@ def layer_stats(model: keras.Model, x, y, loss_from: str = "logits") -> LayerSta
     """
     if loss_from not in ("logits", "probabilities"):
         raise ValueError(f"loss_from must be 'logits' or 'probabilities', got {loss_from!r}")
+    x = check_images(x, "x", model.input_shape[1:])
+    y = normalize_labels(y, "y", model.output_shape[-1], count=len(x))
     _logits_model(model)  # checks the output layer before anything is computed
     outs, dense = hidden_outputs(model)
     probe = keras.Model(model.inputs[0], outs)
     # float64: with a bad init the activations reach 1e17, whose squares overflow float32
     acts = [np.asarray(a, dtype=np.float64) for a in probe(x, training=False)]
-    grads = _kernel_gradients(model, x, np.asarray(y), from_logits=loss_from == "logits")
+    grads = _kernel_gradients(model, x, y, from_logits=loss_from == "logits")
     return LayerStats(act_mean=tuple(float(a.mean()) for a in acts),
                       act_std=tuple(float(a.std()) for a in acts),
                       grad_norm=tuple(float(np.linalg.norm(grads[id(d.kernel)].astype(np.float64)))

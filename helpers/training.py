@@ -26,7 +26,7 @@ import numpy as np
 from helpers import callbacks as ours
 from helpers import config, models
 from helpers.data import check_images, normalize_labels
-from helpers.results import HISTORY_KEYS, RunRecord
+from helpers.results import RunRecord
 
 # 32 train steps per call of the compiled step: fewer round trips between Python and the
 # backend (benchmarks/README.md). Schedules here read the optimizer's iteration counter inside
