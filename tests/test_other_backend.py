@@ -26,7 +26,7 @@ def test_unit_tests_pass_under_the_other_backend():
     env = {**os.environ, "KERAS_BACKEND": OTHER, "HELPERS_NESTED_BACKEND_RUN": "1"}
     command = [sys.executable, "-m", "pytest", "tests", "-q", "-n", "0", "-p", "no:cacheprovider",
                f"--ignore={PROJECT_ROOT / 'tests' / 'test_other_backend.py'}"]
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800)
     output = done.stdout + done.stderr
     last = output.strip().splitlines()[-1] if output.strip() else ""
     assert done.returncode == 0 and " passed" in last, f"under KERAS_BACKEND={OTHER}:\n{output[-5000:]}"

@@ -20,6 +20,7 @@ def alone(run, data, **kw):
     return training.train(model, data, run.variant, seed=run.seed, verbose=0, resume=False, **kw)
 
 
+@once
 def test_worker_processes_give_each_network_the_history_it_gets_alone(capsys):
     data = blobs(n_train=800)
     runs = [Run("a", 1, 1e-3), Run("b", 2, 3e-3, options={"batch_norm": True})]
@@ -146,6 +147,7 @@ def test_runs_can_vary_the_architecture_through_options():
     assert isinstance(many.model("narrow"), keras.Model)
 
 
+@once
 def test_a_killed_worker_fails_the_networks_it_took_and_keeps_the_finished_ones(capsys):
     """joblib stops the call when a worker dies: the networks not finished are failures that say what to do."""
     import os
