@@ -110,6 +110,9 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
                  {"wait": stopper.wait, "best": float(stopper.best), "best_epoch": stopper.best_epoch}}
         tmp = self.folder / "state.json.tmp"
         tmp.write_text(json.dumps(state))
+        for name in (weights, arrays, tmp.name):  # on disk before state.json names them, even after a power cut
+            with open(self.folder / name, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, self.folder / "state.json")
         self._remove_all_but(weights, arrays)
 
@@ -124,32 +127,39 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
             if self.folder.exists():
                 self._remove_all_but()  # what a kill before the first complete backup left
             return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        before = [np.array(keras.ops.convert_to_numpy(v.value))
+                  for v in [*self.model.variables, *self.model.optimizer.variables]]
         try:
             state = json.loads(path.read_text())
+            history, stopping, epoch = state["history"], state["early_stopping"], int(state["epoch"])
             with np.load(self.folder / state["arrays"]) as arrays:
                 arrays = dict(arrays)
-            if not (self.folder / state["weights"]).exists():
-                raise FileNotFoundError(state["weights"])
-        except (OSError, ValueError, KeyError) as e:
+            self.model.load_weights(self.folder / state["weights"])
+            for name, variable in self._random_state().items():
+                variable.assign(arrays[f"random/{name}"])
+        except Exception as e:  # a corrupt backup: anything h5py, NumPy or JSON may raise
+            for variable, value in zip([*self.model.variables, *self.model.optimizer.variables], before):
+                variable.assign(value)  # as built: nothing half-loaded
             warnings.warn(f"ignoring the backup in {self.folder} ({type(e).__name__}: {e}); starting from epoch 1",
                           RuntimeWarning, stacklevel=2)
             self._remove_all_but()
-            path.unlink()
+            path.unlink(missing_ok=True)
             return
-        if not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.folder / state["weights"])
-        for name, variable in self._random_state().items():
-            variable.assign(arrays[f"random/{name}"])
-        if self.early_stopping is not None and state["early_stopping"] is not None:
-            for key, value in state["early_stopping"].items():
+        if self.early_stopping is not None and stopping is not None:
+            for key, value in stopping.items():
                 setattr(self.early_stopping, key, value)
             best = [arrays[f"best/{i}"] for i in range(sum(k.startswith("best/") for k in arrays))]
             self.early_stopping.best_weights = best or None
-        self.run_log.history = state["history"]
-        self.model._initial_epoch = self.resumed_after = state["epoch"]  # how BackupAndRestore resumes fit
+        self.run_log.history = history
+        self.model._initial_epoch = self.resumed_after = epoch  # how BackupAndRestore resumes fit
         self._remove_all_but(state["weights"], state["arrays"])
-        print(f"resumed from a checkpoint after epoch {state['epoch']} ({self.folder.name})", flush=True)
+        print(f"resumed from a checkpoint after epoch {epoch} ({self.folder.name})", flush=True)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)  # removes the backup: the run is complete
+        self.model._initial_epoch = None  # a later fit of the same model starts at epoch 1 again
 
 
 class EpochLines(keras.callbacks.Callback):

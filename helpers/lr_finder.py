@@ -79,14 +79,16 @@ def _optimizer_with_rate(model: keras.Model, rate):
 class BatchLosses(keras.callbacks.Callback):
     """Each batch's own training loss, and a stop once the smoothed loss passes ``stop_factor`` x its minimum.
 
-    At a batch's end Keras logs the mean loss of the epoch so far, m_k after k batches; the
-    batch's own loss is k m_k - (k - 1) m_(k-1). Needs one step per call
+    At a batch's end Keras logs the mean loss of the epoch so far, weighted by batch size:
+    m_k after N_k samples; the batch's own loss is (N_k m_k - N_(k-1) m_(k-1)) / n_k, n_k its
+    size (the last batch of an epoch may be smaller). Needs one step per call
     (``steps_per_execution=1``): with more, this runs once per call.
     """
 
-    def __init__(self, steps: int, beta: float, stop_factor: float, schedule):
+    def __init__(self, steps: int, beta: float, stop_factor: float, schedule, batch_sizes=None):
         super().__init__()
         self.steps, self.beta, self.stop_factor, self.schedule = steps, beta, stop_factor, schedule
+        self.batch_sizes = batch_sizes  # of one epoch's batches; None: all equal
         self.losses, self.stopped, self._mean = [], f"reached max rate {schedule.max_rate:g}", 0.0
         self._average, self._lowest = 0.0, math.inf  # smooth()'s running average, and its minimum
 
@@ -95,7 +97,9 @@ class BatchLosses(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         mean = float(logs["loss"])
-        self.losses.append((batch + 1) * mean - batch * self._mean)
+        size = 1.0 if self.batch_sizes is None else float(self.batch_sizes[batch])
+        seen = (batch + 1) if self.batch_sizes is None else float(sum(self.batch_sizes[:batch + 1]))
+        self.losses.append((seen * mean - (seen - size) * self._mean) / size)
         self._mean = mean
         self._average = self.beta * self._average + (1 - self.beta) * self.losses[-1]
         smoothed = self._average / (1 - self.beta ** len(self.losses))
@@ -141,7 +145,8 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-5, max_
     probe.set_weights(model.get_weights())
     probe.compile(optimizer=_optimizer_with_rate(model, schedule), steps_per_execution=1,
                   loss=getattr(model, "loss", None) or "sparse_categorical_crossentropy")
-    losses = BatchLosses(steps, beta, stop_factor, schedule)
+    sizes = [len(batches.order[i * batch_size:(i + 1) * batch_size]) for i in range(len(batches))]
+    losses = BatchLosses(steps, beta, stop_factor, schedule, sizes)
     start = time.perf_counter()
     probe.fit(batches, epochs=math.ceil(steps / len(batches)), shuffle=False, verbose=0, callbacks=[
         keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: batches.set_epoch(epoch)), losses])
@@ -231,7 +236,7 @@ def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SE
     start = time.perf_counter()
     train_many_kwargs.setdefault("evaluate_test", False)
     if suggestion is not None:
-        train_many_kwargs["extra_config"] = {**train_many_kwargs.get("extra_config", {}),
+        train_many_kwargs["extra_config"] = {**(train_many_kwargs.get("extra_config") or {}),
                                              "finder_suggestion": float(suggestion)}
 
     def run(*rates_):

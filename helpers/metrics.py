@@ -112,6 +112,7 @@ class SeedComparison:
     high: float
     p_value: float
     detectable: float  # the smallest true difference these seeds find 80% of the time (two-sided, 5%)
+    # low, high, p_value, detectable: NaN when no seed of either recipe differs from the others
 
 
 def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
@@ -134,11 +135,13 @@ def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     df = test.df
     detectable = (stats.t.ppf(1 - (1 - confidence) / 2, df) + stats.t.ppf(0.8, df)) * se
+    if se == 0:  # every seed of both recipes scored the same: no spread to measure a difference against
+        low = high = p_value = detectable = math.nan
+    else:
+        low, high, p_value = float(interval.low), float(interval.high), float(test.pvalue)
     return SeedComparison(mean_a=float(a.mean()), mean_b=float(b.mean()), sd_a=float(a.std(ddof=1)),
                           sd_b=float(b.std(ddof=1)), n_a=len(a), n_b=len(b), difference=float(a.mean() - b.mean()),
-                          low=float(interval.low), high=float(interval.high),
-                          p_value=float(test.pvalue) if np.isfinite(test.pvalue) else 1.0,
-                          detectable=float(detectable) if np.isfinite(detectable) else 0.0)
+                          low=low, high=high, p_value=p_value, detectable=float(detectable))
 
 
 def check_probabilities(y_true, probabilities):

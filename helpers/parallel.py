@@ -108,7 +108,7 @@ def train_many(build_model, data, runs, *, learning_rate=None, compile_model=Non
             for i, run in enumerate(runs))
     outcomes = {}
     try:
-        with _Progress(folder, [r.variant for r in runs], max_epochs, verbose) as progress:
+        with _Progress(folder, [r.variant for r in runs], max_epochs, verbose, n_jobs) as progress:
             try:
                 for variant, outcome in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
                     outcomes[variant] = outcome
@@ -167,7 +167,7 @@ def _train_one(build_model, compile_model, data, run, train_kwargs, lines):
 
         model = build_model(run.seed, **run.options)
         (compile_model or training.compile_model)(model, run.learning_rate)
-        extra = {**train_kwargs.get("extra_config", {}), **({"build_options": run.options} if run.options else {})}
+        extra = {**(train_kwargs.get("extra_config") or {}), **({"build_options": run.options} if run.options else {})}
         kwargs = {**train_kwargs, "extra_config": extra,
                   "callbacks": [*train_kwargs.get("callbacks", ()), callbacks.EpochLines(lines, run.variant)]}
         record = training.train(model, data, run.variant, seed=run.seed, verbose=0, **kwargs)
@@ -179,16 +179,17 @@ def _train_one(build_model, compile_model, data, run, train_kwargs, lines):
 class _Progress(threading.Thread):
     """One bar of epochs done for all the networks, fed by the workers' ``EpochLines`` files."""
 
-    def __init__(self, folder: Path, variants, max_epochs: int, verbose: int):
+    def __init__(self, folder: Path, variants, max_epochs: int, verbose: int, n_jobs: int):
         super().__init__(daemon=True)
         self.folder, self.verbose, self.max_epochs = folder, verbose, max_epochs
-        self.read, self.done, self.lock, self.stop = {}, {}, threading.Lock(), threading.Event()
+        self.read, self.done, self.counted, self.lock, self.stop = {}, {}, {}, threading.Lock(), threading.Event()
         self.bar = None
         if verbose:
             from tqdm import tqdm
 
-            print(f"training {len(variants)} network{'s' * (len(variants) > 1)} with joblib "
-                  f"({type(joblib.parallel.get_active_backend()[0]).__name__})", flush=True)
+            how = ("one after another, here" if n_jobs == 1 else
+                   f"with joblib ({type(joblib.parallel.get_active_backend()[0]).__name__})")
+            print(f"training {len(variants)} network{'s' * (len(variants) > 1)} {how}", flush=True)
             self.bar = tqdm(total=len(variants) * max_epochs, unit="epoch", file=sys.stdout, mininterval=1,
                             ascii=True, bar_format="{l_bar}{bar:30}| {n_fmt}/{total_fmt} epochs [{elapsed}]")
 
@@ -216,17 +217,23 @@ class _Progress(threading.Thread):
                 for line in lines.splitlines():
                     e = json.loads(line)
                     if self.verbose >= 2:
-                        self.bar.write(f"[{e['variant']}] epoch {e['epoch']}: loss {e['loss']:.4f}, val_loss "
-                                       f"{e['val_loss']:.4f}, val_accuracy {100 * e['val_accuracy']:.2f}%", sys.stdout)
+                        nan = float("nan")
+                        self.bar.write(f"[{e['variant']}] epoch {e['epoch']}: loss {e.get('loss', nan):.4f}, val_loss "
+                                       f"{e.get('val_loss', nan):.4f}, val_accuracy {100 * e.get('val_accuracy', nan):.2f}%",
+                                       sys.stdout)
                     if self.bar is not None and e["variant"] not in self.done:
                         self.bar.update(1)
+                        self.counted[e["variant"]] = self.counted.get(e["variant"], 0) + 1
 
     def finished(self, variant, outcome):
         self._poll()
         with self.lock:
             self.done[variant] = outcome
-            if self.bar is not None and not isinstance(outcome, str):
+            if self.bar is not None and isinstance(outcome, str):
+                self.bar.update(self.max_epochs - self.counted.get(variant, 0))  # a failure: its epochs are over
+            elif self.bar is not None:
                 record = outcome[0]
-                self.bar.update(self.max_epochs - record.epochs)  # early stopping: the epochs not needed
+                # early stopping: the epochs not needed; a resumed run: the epochs before its backup
+                self.bar.update(self.max_epochs - record.epochs + record.config.get("resumed_after_epoch", 0))
                 self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
                                f"accuracy {100 * record.valid_accuracy:.2f}%", sys.stdout)

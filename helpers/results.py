@@ -67,7 +67,7 @@ class RunRecord:
     data: str
     learning_rate: float
     epochs: int
-    best_epoch: int  # 1-based, lowest validation loss; 0 if no epoch had a finite one
+    best_epoch: int  # 1-based: the epoch whose weights were kept (early stopping's best, or the last)
     valid_accuracy: float
     test_accuracy: float
     valid_loss: float
@@ -191,8 +191,8 @@ def seed_names(variant: str, seeds=None) -> list:
 
 
 def load_seeds(variant: str, mode: str | None = None, directory=None) -> list:
-    """The records of a final model's seeds (``seed_names``), in that order."""
-    return [load_run(name, mode, directory) for name, _ in seed_names(variant)]
+    """The records of a final model's seeds in ``mode`` (``seed_names``), in that order."""
+    return [load_run(name, mode, directory) for name, _ in seed_names(variant, config.settings_for(mode or config.MODE).seeds)]
 
 
 def load_search(prefix: str, mode: str | None = None, directory=None) -> list:

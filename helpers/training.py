@@ -127,6 +127,17 @@ def require_compiled(model):
         raise ValueError("compile the model first (helpers.training.compile_model, or model.compile(...))")
 
 
+def require_accuracy(model):
+    """The Run record keeps accuracy: refuse, before training, a model compiled without it."""
+    names = []
+    for m in (model.get_compile_config() or {}).get("metrics") or []:
+        for one in (m if isinstance(m, (list, tuple)) else [m]):
+            names.append(one if isinstance(one, str) else str((one or {}).get("config", {}).get("name", "")))
+    if not {"accuracy", "acc", "sparse_categorical_accuracy"} & set(names):
+        raise ValueError(f"the model is compiled with metrics {names or 'none'}: add 'accuracy' "
+                         "(model.compile(..., metrics=['accuracy', ...]); compile_model does), which the Run record keeps")
+
+
 def learning_rate_of(optimizer) -> float:
     """The rate to report: the float, or a schedule's ``peak_learning_rate`` (1cycle's maximum).
 
@@ -189,6 +200,7 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     if monitor not in ("val_loss", "val_accuracy"):
         raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
     require_compiled(model)
+    require_accuracy(model)
     data = check_data(model, data, batch_size)
     fixed_length = check_schedule(model.optimizer, max_epochs, len(data.y_train), batch_size)
     log = ours.RunLog()
@@ -211,7 +223,8 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
             else stopper.best_epoch + 1)
     extra = {**(extra_config or {}), **({"resumed_after_epoch": backup.resumed_after} if backup and
                                         backup.resumed_after else {})}
-    return run_record(model, data, variant, log.history, kept, seed=seed, batch_size=batch_size,
+    return run_record(model, data, variant, log.history, kept, stopped_early=bool(stopper and stopper.stopped_epoch),
+                      seed=seed, batch_size=batch_size,
                       max_epochs=max_epochs, patience=patience if stopper else None,
                       kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
                                "the last epoch: the schedule fixes the length, no early stopping"),
@@ -274,8 +287,8 @@ def backup_folder(model, data, **settings):
     return config.cache_dir() / "checkpoints" / f"{name}-{digest.hexdigest()[:16]}"
 
 
-def run_record(model, data, variant, history, kept_epoch, *, seed, batch_size, max_epochs, patience, kept_as,
-               evaluate_test=True, extra_config=None) -> RunRecord:
+def run_record(model, data, variant, history, kept_epoch, *, stopped_early, seed, batch_size, max_epochs, patience,
+               kept_as, evaluate_test=True, extra_config=None) -> RunRecord:
     """Evaluate the weights ``model`` holds and write it all into a ``RunRecord``."""
     valid_loss, valid_acc = evaluate(model, data.x_valid, data.y_valid)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test) if evaluate_test else (math.nan, math.nan)
@@ -283,7 +296,7 @@ def run_record(model, data, variant, history, kept_epoch, *, seed, batch_size, m
                  if evaluate_test and model.output_shape[-1] <= 10 else [])
     times = history["epoch_seconds"]
     finite = all(math.isfinite(v) for k in ("loss", "val_loss") for v in history.get(k, []))
-    stopped = ("nan" if not finite else "max_epochs" if len(times) == max_epochs else "early_stopping")
+    stopped = "nan" if not finite else "early_stopping" if stopped_early else "max_epochs"
     return RunRecord(
         variant=variant, mode=config.SETTINGS.mode, data=data.source,
         learning_rate=learning_rate_of(model.optimizer), epochs=len(times), best_epoch=int(kept_epoch),

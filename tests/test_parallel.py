@@ -88,7 +88,7 @@ def test_one_job_trains_here_one_run_after_another(capsys):
 
 
 @once
-def test_cifar10_workers_caps_the_jobs(monkeypatch):
+def test_cifar10_workers_sets_the_jobs_and_a_readers_own_setting_wins(monkeypatch):
     import joblib
 
     seen = []
@@ -96,14 +96,17 @@ def test_cifar10_workers_caps_the_jobs(monkeypatch):
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("n_jobs"))
-        return real(*args, **kwargs)
+        return real(*args, **{**kwargs, "n_jobs": 1})  # what was asked is recorded; the work runs here
 
     monkeypatch.setattr(joblib, "Parallel", spy)
     monkeypatch.setenv("CIFAR10_WORKERS", "1")
     train_many(small, blobs(n_train=200), [Run("x", 1, 1e-3)], max_epochs=1, verbose=0)
-    with joblib.parallel_config(n_jobs=3):  # a reader's own setting wins
-        train_many(small, blobs(n_train=200), [Run("x", 1, 1e-3)], max_epochs=1, verbose=0, n_jobs=1)
-    assert seen == [1, 1]
+    with joblib.parallel_config(n_jobs=3):  # a reader's own setting wins over CIFAR10_WORKERS
+        train_many(small, blobs(n_train=200), [Run("x", 1, 1e-3)], max_epochs=1, verbose=0)
+    train_many(small, blobs(n_train=200), [Run("x", 1, 1e-3)], max_epochs=1, verbose=0, n_jobs=2)  # and n_jobs=
+    monkeypatch.delenv("CIFAR10_WORKERS")
+    train_many(small, blobs(n_train=200), [Run("x", 1, 1e-3)], max_epochs=1, verbose=0)
+    assert seen == [1, 3, 2, -1]  # -1: one per core
 
 
 @pytest.mark.parametrize("runs, message", [

@@ -119,6 +119,8 @@ def test_load_seeds_reads_the_records_of_the_modes_seeds(tmp_path):
     for name in names:
         results.save_run(make_record(name), tmp_path)
     assert [r.variant for r in results.load_seeds("selu", directory=tmp_path)] == names
+    with pytest.raises(FileNotFoundError, match="selu_seed2"):  # full mode's five, whatever this mode is
+        results.load_seeds("selu", mode="full", directory=tmp_path)
     with pytest.raises(FileNotFoundError, match="bn"):
         results.load_seeds("bn", directory=tmp_path)
 

@@ -92,8 +92,10 @@ def test_a_run_resumes_with_its_early_stopping_state_and_history(tmp_path, monke
     assert alone.stopped == "early_stopping"
     with pytest.raises(Killed):
         training.train(small(), data, "es", max_epochs=15, patience=3, verbose=0, callbacks=[kill_at(3)])
-    again = training.train(small(), data, "es", max_epochs=15, patience=3, verbose=0)
+    model = small()
+    again = training.train(model, data, "es", max_epochs=15, patience=3, verbose=0)
     assert again.config["resumed_after_epoch"] == 3
+    assert model._initial_epoch is None  # a later fit of this model starts at epoch 1, not after the resume
     assert again.history["val_loss"] == alone.history["val_loss"] and again.best_epoch == alone.best_epoch
     assert again.valid_accuracy == alone.valid_accuracy
 
@@ -110,9 +112,13 @@ def test_a_kill_in_the_middle_of_a_backup_leaves_the_last_whole_one(tmp_path, mo
     assert state["epoch"] == 2
     (folder / "epoch-3.weights.h5").write_bytes(b"half a file")  # a kill while epoch 3 was written
     (folder / "state.json.tmp").write_text("{")
-    record = training.train(small(), data, "cut", max_epochs=6, patience=6, verbose=0)
+    with pytest.raises(Killed):  # resumed, then killed again after epoch 3 is backed up
+        training.train(small(), data, "cut", max_epochs=6, patience=6, verbose=0, callbacks=[kill_at(3)])
     assert "resumed from a checkpoint after epoch 2" in capsys.readouterr().out
-    assert record.epochs == 6 and not folder.exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-3.npz", "epoch-3.weights.h5", "state.json"]
+    assert json.loads((folder / "state.json").read_text())["epoch"] == 3  # a real epoch 3 over the half file
+    record = training.train(small(), data, "cut", max_epochs=6, patience=6, verbose=0)
+    assert record.epochs == 6 and record.config["resumed_after_epoch"] == 3 and not folder.exists()
 
 
 @once
@@ -159,7 +165,10 @@ def test_a_corrupt_backup_is_ignored_and_removed(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         training.train(small(), data, "corrupt", max_epochs=4, patience=4, verbose=0, callbacks=[kill_at(2)])
     (folder,) = (tmp_path / "checkpoints").iterdir()
-    (folder / "state.json").write_text('{"epoch": 2, "weights": "missing.weights.h5", "arrays": "missing.npz"}')
+    (folder / "epoch-2.weights.h5").write_bytes(b"not an HDF5 file")  # corrupt, not missing
+
     with pytest.warns(RuntimeWarning, match="ignoring the backup .*starting from epoch 1"):
         record = training.train(small(), data, "corrupt", max_epochs=4, patience=4, verbose=0)
     assert record.epochs == 4 and "resumed_after_epoch" not in record.config
+    fresh = training.train(small(), data, "fresh", max_epochs=4, patience=4, verbose=0, resume=False)
+    assert record.history["val_loss"] == fresh.history["val_loss"]  # nothing half-loaded from the bad file

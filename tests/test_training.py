@@ -100,6 +100,14 @@ def test_a_model_compiled_the_usual_keras_way_trains():
     assert record.epochs == 2 and record.history["loss"][1] < record.history["loss"][0]
 
 
+def test_a_model_compiled_without_accuracy_is_refused_before_training():
+    model = build_dnn(**SMALL)
+    model.compile(optimizer="nadam", loss="sparse_categorical_crossentropy", metrics=["sparse_top_k_categorical_accuracy"])
+    with pytest.raises(ValueError, match="add 'accuracy'"):
+        training.train(model, blobs(), "no accuracy", max_epochs=1, verbose=0, resume=False)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0  # refused before any step
+
+
 def test_labels_of_shape_n_1_train_as_fit_reads_them():
     data = blobs()
     column = dataclasses.replace(data, y_train=data.y_train[:, None], y_valid=data.y_valid[:, None],
