@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import pandas as pd
 
 from helpers import callbacks, config, training
 
@@ -59,12 +60,8 @@ class LRFinderResult:
 
 
 def smooth(losses, beta: float = 0.98) -> np.ndarray:
-    """Bias-corrected exponential moving average (as in fastai's LR finder)."""
-    out, avg = [], 0.0
-    for i, loss in enumerate(losses, start=1):
-        avg = beta * avg + (1 - beta) * loss
-        out.append(avg / (1 - beta ** i))
-    return np.array(out)
+    """Bias-corrected exponential moving average (as in fastai's LR finder): pandas' ``ewm(adjust=True)``."""
+    return pd.Series(losses, dtype="float64").ewm(alpha=1 - beta, adjust=True).mean().to_numpy()
 
 
 def _optimizer_with_rate(model: keras.Model, rate):
@@ -88,7 +85,7 @@ class BatchLosses(keras.callbacks.Callback):
     def __init__(self, steps: int, beta: float, stop_factor: float, schedule, batch_sizes=None):
         super().__init__()
         self.steps, self.beta, self.stop_factor, self.schedule = steps, beta, stop_factor, schedule
-        self.batch_sizes = batch_sizes  # of one epoch's batches; None: all equal
+        self.seen = None if batch_sizes is None else np.cumsum(batch_sizes)  # samples after each batch of an epoch
         self.losses, self.stopped, self._mean = [], f"reached max rate {schedule.max_rate:g}", 0.0
         self._average, self._lowest = 0.0, math.inf  # smooth()'s running average, and its minimum
 
@@ -97,9 +94,9 @@ class BatchLosses(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         mean = float(logs["loss"])
-        size = 1.0 if self.batch_sizes is None else float(self.batch_sizes[batch])
-        seen = (batch + 1) if self.batch_sizes is None else float(sum(self.batch_sizes[:batch + 1]))
-        self.losses.append((seen * mean - (seen - size) * self._mean) / size)
+        seen = batch + 1.0 if self.seen is None else float(self.seen[batch])
+        before = batch if self.seen is None else float(self.seen[batch - 1]) if batch else 0.0
+        self.losses.append((seen * mean - before * self._mean) / (seen - before))
         self._mean = mean
         self._average = self.beta * self._average + (1 - self.beta) * self.losses[-1]
         smoothed = self._average / (1 - self.beta ** len(self.losses))

@@ -105,21 +105,10 @@ def evaluate(model: keras.Model, x, y, batch_size: int = EVAL_BATCH_SIZE):
     out-of-range labels are refused (``check_data``'s messages).
     """
     require_compiled(model)
-    checked = check_data(model, _AsData(x, y, x, y, x, y))
-    out = model.evaluate(checked.x_test, checked.y_test, batch_size=batch_size, verbose=0, return_dict=True)
+    x = check_images(x, "images", model.input_shape[1:])
+    y = normalize_labels(y, "labels", model.output_shape[-1], count=len(x))
+    out = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     return float(out["loss"]), float(out.get("accuracy", math.nan))
-
-
-@dataclasses.dataclass(frozen=True)
-class _AsData:
-    """One set of images and labels where ``check_data`` expects three."""
-
-    x_train: object
-    y_train: object
-    x_valid: object
-    y_valid: object
-    x_test: object
-    y_test: object
 
 
 def require_compiled(model):
