@@ -25,21 +25,16 @@ DEFAULT_OUT = PROJECT_ROOT / "build" / "book"
 NEEDED = ("sphinx", "myst_nb", "sphinx_book_theme")  # the `book` extra of pyproject.toml
 
 
-def sphinx_command(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> list[str]:
-    """The sphinx-build command line: source (the repository root) -> out/html.
+def build(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> subprocess.CompletedProcess:
+    """Build the book from source (the repository root) into out/html; Sphinx's output captured.
 
-    -E reads every source again: a warning is never hidden by a previous build's cache.
-    -W --keep-going: every warning is reported, then fails the build; -n: nitpicky.
+    -E reads every source again (no warning hidden by a previous build's cache); -W --keep-going:
+    every warning is reported, then fails the build; -n: nitpicky.
     """
     source, out = Path(source), Path(out)
-    return [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(source / "book"),
-            "-d", str(out / "doctrees"), "-E", "-W", "--keep-going", "-n", "-q",
-            str(source), str(out / "html")]
-
-
-def build(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> subprocess.CompletedProcess:
-    """Build the book; Sphinx's warnings and errors go to stderr (captured)."""
-    return subprocess.run(sphinx_command(source, out), capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-c", str(source / "book"),
+                           "-d", str(out / "doctrees"), "-E", "-W", "--keep-going", "-n", "-q",
+                           str(source), str(out / "html")], capture_output=True, text=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
-    index = args.out.resolve() / "html" / "index.html"
     if result.returncode != 0:
         print(f"book: FAILED after {seconds:.1f} s (Sphinx exit {result.returncode}; every warning "
               "is an error: see above)", file=sys.stderr)
         return result.returncode
-    print(f"book: {index} (built in {seconds:.1f} s)")
+    print(f"book: {args.out.resolve() / 'html' / 'index.html'} (built in {seconds:.1f} s)")
     return 0
 
 

@@ -1,17 +1,9 @@
 """What ``training.train`` adds to ``model.fit``, where Keras has nothing that does it.
 
-- ``EpochOrder``: the training batches of each epoch in an order drawn from
-  ``(seed, epoch)``. ``fit(shuffle=True)`` draws its order from the global random state,
-  which a resumed run cannot draw again; this order is the same after a resume.
-- ``RunLog``: every epoch's logs and wall time. Keras' ``History`` starts again at each
-  ``fit`` call, so a resumed run would lose the epochs before the kill.
-- ``ExactBackupAndRestore``: Keras' ``BackupAndRestore`` saves the weights and the
-  optimizer, not the dropout and flip layers' random state, nor early stopping's best
-  epoch and weights, nor the history: a resumed run then ends elsewhere. This subclass
-  saves them too, and writes each backup so that a kill at any moment leaves the last
-  complete one readable.
-- ``EpochLines``: one JSON line per epoch into a file, so that the process that started
-  worker processes (``parallel.train_many``) can show their progress.
+``EpochOrder``: a batch order a resumed run draws again (``fit(shuffle=True)`` draws from the
+global random state); ``RunLog``: a history across resumes (Keras' ``History`` starts again at
+each ``fit``); ``ExactBackupAndRestore``: ``BackupAndRestore`` plus the random state, early
+stopping and the history.
 """
 from __future__ import annotations
 
@@ -67,7 +59,8 @@ class RunLog(keras.callbacks.Callback):
 class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` that also keeps random state, early stopping and the ``RunLog``.
 
-    After every epoch it writes ``epoch-N.weights.h5`` (weights and optimizer, by Keras) and
+    Keras' saves the weights and the optimizer only: a resumed run would then end elsewhere.
+    After every epoch this writes ``epoch-N.weights.h5`` (weights and optimizer, by Keras) and
     ``epoch-N.npz`` (random-state variables, early stopping's best weights), then replaces
     ``state.json`` (epoch, history, early stopping's counters, the two file names) in one
     atomic rename, then removes the older files. A kill at any moment leaves ``state.json``
@@ -161,21 +154,3 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_train_end(logs)  # removes the backup: the run is complete
         self.model._initial_epoch = None  # a later fit of the same model starts at epoch 1 again
 
-
-class EpochLines(keras.callbacks.Callback):
-    """Appends ``{"variant", "epoch", **logs}`` as one JSON line per epoch to ``path``.
-
-    For worker processes whose output no notebook shows: the parent reads the file. A
-    folder that does not exist here (a worker on another machine) means no lines.
-    """
-
-    def __init__(self, path, variant: str):
-        super().__init__()
-        self.path, self.variant = Path(path), variant
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.path.parent.is_dir():
-            return
-        line = {"variant": self.variant, "epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")

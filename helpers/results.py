@@ -42,10 +42,8 @@ WRITTEN_BY = {"baseline": "02", "lr_grid": "02", "input_bn": "03", "bn_hidden": 
 
 def notebook_for(variant: str) -> str:
     """'notebook 03' for a record that notebook writes, else 'the notebook or script that trains it'."""
-    for prefix in sorted(WRITTEN_BY, key=len, reverse=True):
-        if variant.startswith(prefix):
-            return f"notebook {WRITTEN_BY[prefix]}"
-    return "the notebook or script that trains it"
+    prefix = max((p for p in WRITTEN_BY if variant.startswith(p)), key=len, default=None)
+    return f"notebook {WRITTEN_BY[prefix]}" if prefix else "the notebook or script that trains it"
 
 
 def variant_of(name: str) -> str:
@@ -96,17 +94,6 @@ class RunRecord:
         if lengths != {self.epochs}:
             raise ValueError(f"history lists must all have {self.epochs} entries, got lengths {lengths}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunRecord":
-        names = cls.__dataclass_fields__
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ValueError(f"unknown keys in run record: {sorted(unknown)}")
-        return cls(**d)
-
 
 def results_dir(mode: str | None = None) -> Path:
     return config.settings_for(mode or config.MODE).results_dir
@@ -140,7 +127,7 @@ def save_run(record: RunRecord, directory=None) -> Path:
     """Save to ``results/<variant>.json`` (quick mode: ``results/quick/``)."""
     path = record_path(record.variant, record.mode, directory)
     try:
-        return write_json_atomic(path, record.to_dict())
+        return write_json_atomic(path, asdict(record))
     except OSError as e:
         raise OSError(f"cannot write the Run record {path}: {e.strerror or e}. Make {path.parent} writable, or "
                       "save elsewhere with save_run(record, directory=...)") from e
@@ -161,28 +148,26 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
                          "(or delete the file)") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object; {again}")
-    optional = {"test_predictions"}  # added later; older records load without it
-    missing = sorted(set(RunRecord.__dataclass_fields__) - set(content) - optional)
+    fields = set(RunRecord.__dataclass_fields__)
+    missing = sorted(fields - set(content) - {"test_predictions"})  # added later; older records load without it
     if missing:
         raise ValueError(f"{path} lacks {missing}: a record of an older or other format; {again}")
     try:
-        return RunRecord.from_dict(content)
+        if set(content) - fields:
+            raise ValueError(f"unknown keys in run record: {sorted(set(content) - fields)}")
+        return RunRecord(**content)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path} is not a valid Run record: {e}; {again}") from None
 
 
-def summary_frame(records) -> pd.DataFrame:
-    """One row per run: the numbers a comparison table shows."""
-    cols = ["variant", "learning_rate", "epochs", "best_epoch", "valid_accuracy", "test_accuracy",
-            "seconds_per_epoch", "wall_time_to_best"]
-    return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
-
-
 def summary_table(records):
-    """``summary_frame`` as a reader scans it: rates in scientific notation, percentages, seconds with units."""
+    """One row per run, as a reader scans it: rates in scientific notation, percentages, seconds with units."""
     formats = {"learning_rate": "{:.2e}", "valid_accuracy": "{:.2%}", "test_accuracy": "{:.2%}",
                "seconds_per_epoch": "{:.2f} s", "wall_time_to_best": "{:.0f} s"}
-    return summary_frame(records).style.hide(axis="index").format(formats, na_rep="-")
+    cols = ["variant", "learning_rate", "epochs", "best_epoch", "valid_accuracy", "test_accuracy",
+            "seconds_per_epoch", "wall_time_to_best"]
+    frame = pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
+    return frame.style.hide(axis="index").format(formats, na_rep="-")
 
 
 def seed_names(variant: str, seeds=None) -> list:
@@ -211,11 +196,7 @@ def load_json(name: str, mode: str | None = None) -> dict:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A frame as a GitHub markdown table, its index as the first column (for the README).
-
-    Cells are written as they are: format numbers before (pandas' ``to_markdown`` would need
-    the ``tabulate`` package).
-    """
+    """A frame as a GitHub markdown table, its index first, cells as they are (``to_markdown`` needs ``tabulate``)."""
     header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
     rows = [[str(i)] + [str(v) for v in row] for i, row in zip(frame.index, frame.itertuples(index=False))]
     cells = [header, ["---"] + ["---:"] * len(frame.columns), *rows]
