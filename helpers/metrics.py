@@ -24,12 +24,8 @@ from helpers.data import normalize_labels
 def accuracy(y_true, y_pred) -> float:
     """Fraction of correct predictions, never an (N, N) broadcast.
 
-    Args:
-        y_true: class ids of shape (N,), or (N, 1) as ``keras.datasets.cifar10.load_data()``
-            gives them (read as (N,)).
-        y_pred: predicted class ids (N,), or class scores (N, n_classes) with n_classes > 1
-            (the highest wins); predictions of shape (N, 1) are refused: argmax would make
-            them all 0.
+    ``y_true``: class ids (N,), or (N, 1) as ``keras.datasets.cifar10.load_data()`` gives them;
+    ``y_pred``: class ids (N,), or class scores (N, n_classes), the highest wins ((N, 1) is refused).
     """
     y_true = normalize_labels(y_true, "y_true", n_classes=None)
     y_pred = np.asarray(y_pred)
@@ -99,31 +95,25 @@ def flags(values, name: str = "flags") -> np.ndarray:
 
 @dataclass(frozen=True)
 class SeedComparison:
-    """Recipe A against recipe B, each trained with several seeds: Welch's t over the seeds' accuracies."""
+    """Recipe A against recipe B, each trained with several seeds: Welch's t over the seeds' accuracies.
 
-    mean_a: float
-    mean_b: float
-    sd_a: float  # standard deviation over A's seeds
-    sd_b: float
-    n_a: int
-    n_b: int
-    difference: float  # mean_a - mean_b
+    ``low``, ``high``, ``p_value``, ``detectable``: NaN when no seed of either recipe differs from the others.
+    """
+
+    difference: float  # the mean of A's seeds - the mean of B's
     low: float  # confidence interval of the difference
     high: float
     p_value: float
     detectable: float  # the smallest true difference these seeds find 80% of the time (two-sided, 5%)
-    # low, high, p_value, detectable: NaN when no seed of either recipe differs from the others
 
 
 def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
     """Is recipe A better than recipe B? Compare their seeds' accuracies with Welch's t (``scipy.stats``).
 
-    Each recipe's seeds are independent trainings; the question is about training's
-    randomness, so the seeds, not the test images, are the samples. Welch's t does not
-    assume the two recipes vary alike. ``detectable`` says how large a difference this
-    many seeds can find (power 80%): a difference below it going unseen is no evidence that
-    there is none.
-    Args: ``a``, ``b``: one number per seed (e.g. validation accuracies), at least 2 each.
+    ``a``, ``b``: one number per seed (e.g. validation accuracies), at least 2 each. The question is
+    about training's randomness, so the seeds, not the test images, are the samples; Welch's t does
+    not assume the two recipes vary alike. A difference below ``detectable`` going unseen is no
+    evidence that there is none.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
@@ -133,22 +123,19 @@ def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
     test = stats.ttest_ind(a, b, equal_var=False)
     interval = test.confidence_interval(confidence)
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    df = test.df
-    detectable = (stats.t.ppf(1 - (1 - confidence) / 2, df) + stats.t.ppf(0.8, df)) * se
+    detectable = (stats.t.ppf(1 - (1 - confidence) / 2, test.df) + stats.t.ppf(0.8, test.df)) * se
     if se == 0:  # every seed of both recipes scored the same: no spread to measure a difference against
-        low = high = p_value = detectable = math.nan
-    else:
-        low, high, p_value = float(interval.low), float(interval.high), float(test.pvalue)
-    return SeedComparison(mean_a=float(a.mean()), mean_b=float(b.mean()), sd_a=float(a.std(ddof=1)),
-                          sd_b=float(b.std(ddof=1)), n_a=len(a), n_b=len(b), difference=float(a.mean() - b.mean()),
-                          low=low, high=high, p_value=p_value, detectable=float(detectable))
+        return SeedComparison(float(a.mean() - b.mean()), math.nan, math.nan, math.nan, math.nan)
+    return SeedComparison(difference=float(a.mean() - b.mean()), low=float(interval.low), high=float(interval.high),
+                          p_value=float(test.pvalue), detectable=float(detectable))
 
 
-def check_probabilities(y_true, probabilities):
-    """(labels, probabilities) as calibration needs them: (N,) ids, and (N, n_classes) rows of probabilities.
+def reliability_bins(y_true, probabilities, n_bins: int = 15):
+    """Confidence (the top probability) binned into ``n_bins`` equal-width bins on (0, 1].
 
-    Refuses scores that are not probabilities (logits, percentages: values outside [0, 1],
-    or rows that do not sum to 1): calibration measured on them means nothing.
+    Returns (mean confidence, accuracy, count) per bin, NaN where a bin is empty: the
+    points of a reliability diagram. A calibrated model has accuracy = confidence. Refuses
+    scores that are not probabilities (logits, percentages): calibration measured on them means nothing.
     """
     y_true, p = normalize_labels(y_true, "y_true", n_classes=None), np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(y_true) or p.shape[1] < 2:
@@ -161,16 +148,6 @@ def check_probabilities(y_true, probabilities):
         raise ValueError("probabilities must be in [0, 1] with rows summing to 1 (a softmax output); got values from "
                          f"{np.nanmin(p):.3g} to {np.nanmax(p):.3g}, row sums up to {np.nanmax(p.sum(axis=1)):.3g}: "
                          "apply keras.ops.softmax to scores or logits first")
-    return y_true, p
-
-
-def reliability_bins(y_true, probabilities, n_bins: int = 15):
-    """Confidence (the top probability) binned into ``n_bins`` equal-width bins on (0, 1].
-
-    Returns (mean confidence, accuracy, count) per bin, NaN where a bin is empty: the
-    points of a reliability diagram. A calibrated model has accuracy = confidence.
-    """
-    y_true, p = check_probabilities(y_true, probabilities)
     confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y_true)
     which = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
     count = np.bincount(which, minlength=n_bins)
@@ -219,12 +196,8 @@ def time_to_reach(record, val_loss: float):
     """
     if not math.isfinite(val_loss):
         raise ValueError(f"val_loss must be a finite target, got {val_loss}")
-    elapsed = 0.0
-    for epoch, (loss, seconds) in enumerate(zip(record.history["val_loss"], record.history["epoch_seconds"]), 1):
-        elapsed += seconds
-        if loss <= val_loss:
-            return epoch, elapsed
-    return None, None
+    epoch = next((i for i, loss in enumerate(record.history["val_loss"], 1) if loss <= val_loss), None)
+    return (epoch, sum(record.history["epoch_seconds"][:epoch])) if epoch else (None, None)
 
 
 def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict | None = None,
