@@ -65,11 +65,7 @@ def hidden_outputs(model: keras.Model):
 
 
 def _logits_model(model: keras.Model):
-    """(a model from the input to the last hidden output, the softmax output layer).
-
-    The cross-entropy is then computed from the logits ``h @ W + b``: it measures the
-    network, whatever the backend does with probabilities (see ``layer_stats``).
-    """
+    """(a model from the input to the last hidden output, the softmax output layer): the logits are ``h @ W + b``."""
     out = model.layers[-1]
     if not (isinstance(out, keras.layers.Dense) and getattr(out.activation, "__name__", "") == "softmax"):
         raise ValueError("layer_stats expects a model ending in Dense(..., activation='softmax')")
@@ -79,8 +75,7 @@ def _logits_model(model: keras.Model):
 def _kernel_gradients(model, x, y, from_logits=True):
     """Gradient of the mean cross-entropy with respect to every trainable variable, by id.
 
-    Under JAX through ``jax.grad`` of the model's own call inside a ``keras.StatelessScope``
-    (each variable read as the value being differentiated); under TensorFlow through a tape.
+    Under JAX: ``jax.grad`` of the model's own call in a ``keras.StatelessScope``; under TensorFlow: a tape.
     """
     backend = keras.backend.backend()
     y = keras.ops.convert_to_tensor(y)
@@ -121,12 +116,10 @@ def layer_stats(model: keras.Model, x, y, loss_from: str = "logits") -> LayerSta
 
     Args:
         x, y: a batch of inputs (scaled like the training data) and its labels (N,).
-        loss_from: ``"logits"`` (default) computes the cross-entropy from the output layer's
-            logits, which measures the network itself, the same on every backend.
-            ``"probabilities"`` computes it as Keras does from a softmax output, which
-            differs by backend: under JAX from probabilities clipped to [1e-7, 1 - 1e-7],
-            whose clip has zero gradient, so a saturated softmax shows gradients of exactly
-            0; under TensorFlow Keras reaches back for the logits. Notebook 01 shows both.
+        loss_from: ``"logits"``: the cross-entropy from the output layer's logits, the same on
+            every backend; ``"probabilities"``: as Keras computes it from a softmax output, which
+            under JAX clips the probabilities (zero gradient where saturated) and under TensorFlow
+            reaches back for the logits. Notebook 01 shows both.
     """
     if loss_from not in ("logits", "probabilities"):
         raise ValueError(f"loss_from must be 'logits' or 'probabilities', got {loss_from!r}")
