@@ -1,14 +1,13 @@
 """What ``training.train`` adds to ``model.fit``, where Keras has nothing that does it.
 
-``EpochOrder``: a batch order a resumed run draws again (``fit(shuffle=True)`` draws from the
-global random state); ``RunLog``: a history across resumes (Keras' ``History`` starts again at
-each ``fit``); ``ExactBackupAndRestore``: ``BackupAndRestore`` plus the random state, early
-stopping and the history.
+``fit(shuffle=True)`` draws its order from the global random state, which a resumed run cannot draw again,
+and Keras' ``History`` starts again at each ``fit``: ``EpochOrder`` and ``RunLog`` are the same after a resume.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -20,8 +19,7 @@ import numpy as np
 class EpochOrder(keras.utils.PyDataset):
     """Batches of ``(x, y)``, shuffled anew each epoch by ``np.random.default_rng((seed, epoch))``.
 
-    ``train`` calls ``set_epoch`` at each epoch's start (a ``LambdaCallback``), so the order
-    depends on the epoch, not on how many epochs this process has run.
+    ``set_epoch`` is called at each epoch's start (a ``LambdaCallback``): the order depends on the epoch alone.
     """
 
     def __init__(self, x, y, batch_size: int, seed: int):
@@ -59,13 +57,10 @@ class RunLog(keras.callbacks.Callback):
 class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` that also keeps random state, early stopping and the ``RunLog``.
 
-    Keras' saves the weights and the optimizer only: a resumed run would then end elsewhere.
-    After every epoch this writes ``epoch-N.weights.h5`` (weights and optimizer, by Keras) and
-    ``epoch-N.npz`` (random-state variables, early stopping's best weights), then replaces
-    ``state.json`` (epoch, history, early stopping's counters, the two file names) in one
-    atomic rename, then removes the older files. A kill at any moment leaves ``state.json``
-    naming a complete backup, or no ``state.json``. Put it last in the callbacks: it saves
-    what the others recorded for the epoch, and restores after they have reset.
+    Keras' saves the weights and the optimizer only: a resumed run would then end elsewhere. After
+    every epoch this writes the weights, then the other arrays, then replaces ``state.json``, which
+    names both, in one atomic rename: a kill at any moment leaves a complete backup, or none. Put it
+    last in the callbacks: it saves what the others recorded, and restores after they have reset.
     """
 
     def __init__(self, backup_dir, run_log: RunLog, early_stopping=None):
@@ -117,8 +112,7 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _load_model(self):
         path = self.folder / "state.json"
         if not path.exists():
-            if self.folder.exists():
-                self._remove_all_but()  # what a kill before the first complete backup left
+            shutil.rmtree(self.folder, ignore_errors=True)  # what a kill before the first complete backup left
             return
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
@@ -137,8 +131,7 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
                 variable.assign(value)  # as built: nothing half-loaded
             warnings.warn(f"ignoring the backup in {self.folder} ({type(e).__name__}: {e}); starting from epoch 1",
                           RuntimeWarning, stacklevel=2)
-            self._remove_all_but()
-            path.unlink(missing_ok=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
             return
         if self.early_stopping is not None and stopping is not None:
             for key, value in stopping.items():

@@ -3,9 +3,8 @@
 Every notebook prints these in its setup cell, so a reader always knows whether a
 figure came from the full run or from the quick smoke run that CI uses.
 
-Environment variables (README, "Environment variables"): ``CIFAR10_MODE``, ``CIFAR10_NPZ``,
-``CIFAR10_CACHE``, ``CIFAR10_RESULTS``, ``CIFAR10_WORKERS``. Unset, empty or spaces only means
-the default; any other value that is not what the variable takes is an error that names it.
+Environment variables: README, "Environment variables". Unset, empty or spaces only means the
+default; any other value that is not what the variable takes is an error that names it.
 """
 from __future__ import annotations
 
@@ -15,9 +14,8 @@ from pathlib import Path
 
 MODES = ("full", "quick")
 SEED = 42
-# Selection is not evaluation: every search (the LR finder, the short check, brackets of full
-# trainings, configuration grids) runs at SEARCH_SEED; every final model is trained at SEEDS,
-# five seeds none of which picked anything (two in quick mode).
+# Selection is not evaluation: every search (LR finder, brackets of full trainings, grids) runs at
+# SEARCH_SEED; every final model is trained at SEEDS, five seeds none of which picked anything.
 SEARCH_SEED = 0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -59,9 +59,8 @@ class Dataset:
 def normalize_labels(y, name: str = "labels", n_classes: int | None = N_CLASSES, count: int | None = None) -> np.ndarray:
     """Class ids as int64 of shape (N,), or a ``DataError`` that says what is wrong and what to do.
 
-    Accepts (N,) and (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them), integers
-    or whole-number floats. Refuses one-hot rows, other shapes, strings, fractions, ids
-    outside ``0..n_classes - 1`` (None: any id from 0), and a length other than ``count``.
+    Accepts (N,) and (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them), integers or whole-number
+    floats, ids in ``0..n_classes - 1`` (None: any from 0), and ``count`` of them if given.
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -85,9 +84,8 @@ def normalize_labels(y, name: str = "labels", n_classes: int | None = N_CLASSES,
 def check_images(x, name: str = "images", shape=None) -> np.ndarray:
     """Images a model can take, or a ``DataError``: a non-empty float array, finite, scaled or standardized.
 
-    Refuses raw pixels, as uint8 or as floats 0..255 (whole numbers above 1.5): a network
-    trained on scaled inputs gives numbers for them, all wrong. ``shape``: each image's
-    expected shape (a model's ``input_shape[1:]``).
+    Refuses raw pixels, as uint8 or as floats 0..255 (whole numbers above 1.5): a network trained on
+    scaled inputs gives numbers for them, all wrong. ``shape``: a model's ``input_shape[1:]``.
     """
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:

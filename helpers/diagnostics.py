@@ -26,11 +26,7 @@ class LayerStats:
 
 @dataclass(frozen=True)
 class WeightSums:
-    """Per hidden layer, over its units: each unit's incoming weights summed, and their squares summed.
-
-    For one unit with ``n`` inputs, the sum is ``n * mean(w)`` and the sum of squares
-    ``n * (variance(w) + mean(w)**2)``: with LeCun normal weights, about 0 and 1.
-    """
+    """Per hidden layer, over its units: each unit's incoming weights summed, and their squares summed."""
 
     sum_mean: tuple  # mean over the layer's units of sum_i w_ij
     sum_std: tuple  # their standard deviation over units
@@ -41,9 +37,8 @@ class WeightSums:
 def weight_sums(model: keras.Model) -> WeightSums:
     """The two weight conditions of self-normalization (Klambauer et al., 2017), per hidden layer.
 
-    Their fixed point (activations of mean 0 and variance 1, layer after layer) is derived
-    for weights whose per-unit sum is near 0 and sum of squares near 1, not for a moment
-    in training: this measures both, at initialization or after training.
+    Their fixed point (activations of mean 0 and variance 1, layer after layer) is derived for
+    per-unit sums near 0 and sums of squares near 1 (LeCun normal weights at initialization).
     """
     _, dense = hidden_outputs(model)
     kernels = [np.asarray(keras.ops.convert_to_numpy(d.kernel), dtype=np.float64) for d in dense]

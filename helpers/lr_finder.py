@@ -102,11 +102,8 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-5, max_
             higher rates.
         fallback: the rate to suggest when the sweep cannot (a loss not finite from the
             start, or rising from the first rate on): a line says why, and the result's
-            ``rule`` names the fallback. None: raise instead.
-    Returns:
-        ``LRFinderResult``; the suggestion is the rate at the smoothed minimum, divided by 10.
-    Raises:
-        FloatingPointError: without a ``fallback``, when no rate can be suggested.
+            ``rule`` names the fallback. None: raise ``FloatingPointError`` instead.
+    The suggestion is the rate at the smoothed minimum, divided by 10.
     """
     batch_size = config.SETTINGS.batch_size if batch_size is None else batch_size
     data = training.check_data(model, data, batch_size)
@@ -181,11 +178,8 @@ def next_rate(tried: dict):
     """
     ordered = sorted(tried)
     best = min(ordered, key=lambda r: score(tried[r]))
-    if best == ordered[-1]:
-        return best * best / ordered[-2]
-    if best == ordered[0]:
-        return best * best / ordered[1]
-    return None
+    neighbour = {ordered[-1]: ordered[-2], ordered[0]: ordered[1]}.get(best)  # of an edge
+    return None if neighbour is None else best * best / neighbour
 
 
 def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SEARCH_SEED, max_extra: int = 2,
@@ -201,8 +195,7 @@ def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SE
         build_model: ``build_model(seed)``, as ``parallel.train_many``'s.
         rates: at least two positive, increasing rates (1cycle: peaks, with a
             ``compile_model`` that builds the schedule from each).
-        suggestion: the LR finder's, kept in each record's ``config`` (``finder_suggestion``), so
-            that notebook 06 can set every chosen rate against its finder's suggestion.
+        suggestion: the LR finder's, kept in each record's ``config`` (``finder_suggestion``).
         train_many_kwargs: go to ``parallel.train_many`` (``compile_model``, ``batch_size``, ...).
     """
     from helpers import parallel

@@ -43,11 +43,7 @@ def accuracy(y_true, y_pred) -> float:
 
 
 def accuracy_interval(y_true, y_pred, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Accuracy and its 95% Wilson interval: (accuracy, low, high).
-
-    The interval is for the sampling of the evaluation images (N of them), not for the
-    training seed. With N = 10,000 and an accuracy near 0.5 it is about ±1 point.
-    """
+    """Accuracy and its 95% Wilson interval over the N images (not the training seed): (accuracy, low, high)."""
     acc = accuracy(y_true, y_pred)
     return (acc, *wilson_interval(acc, len(np.asarray(y_true)), confidence))
 
@@ -55,8 +51,7 @@ def accuracy_interval(y_true, y_pred, confidence: float = 0.95) -> tuple[float, 
 def wilson_interval(accuracy_value: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """(low, high): the Wilson interval of an accuracy measured on ``n`` images (``scipy.stats.binomtest``).
 
-    It says how much the accuracy would move on another ``n`` images of the same kind; it
-    says nothing of how much it moves from one training seed to the next.
+    How much the accuracy would move on another ``n`` images, nothing of how much it moves from seed to seed.
     """
     if n < 1 or not 0 <= accuracy_value <= 1:
         raise ValueError(f"need n >= 1 and an accuracy in [0, 1], got n={n}, accuracy={accuracy_value}")
@@ -68,11 +63,9 @@ def wilson_interval(accuracy_value: float, n: int, confidence: float = 0.95) -> 
 def mcnemar(right_a, right_b) -> tuple[int, int, float]:
     """Two trained networks on the same images, compared image by image: McNemar's exact test.
 
-    Only the images where they disagree count: ``only_a`` right for A alone, ``only_b`` for B
-    alone; if the two networks were equally good, each would go either way with probability
-    1/2 (``scipy.stats.binomtest``). It compares two networks, not two recipes: two seeds
-    of one recipe already differ here (notebook 06). Recipes: ``compare_seeds``.
-    Returns: ``(only_a, only_b, p_value)``.
+    Returns ``(only_a, only_b, p_value)``: the images right for A alone, for B alone, and the
+    chance of so uneven a split if each went either way with probability 1/2. Two networks, not
+    two recipes: two seeds of one recipe already differ here. Recipes: ``compare_seeds``.
     """
     right_a, right_b = flags(right_a, "right_a"), flags(right_b, "right_b")
     if right_a.shape != right_b.shape or right_a.ndim != 1:
@@ -160,8 +153,7 @@ def reliability_bins(y_true, probabilities, n_bins: int = 15):
 def expected_calibration_error(y_true, probabilities, n_bins: int = 15) -> float:
     """ECE: the gap |accuracy - confidence| of each bin, weighted by its share of the samples.
 
-    Ours: neither scipy nor scikit-learn has it (scikit-learn's ``calibration_curve`` is for
-    binary classifiers).
+    Ours: neither scipy nor scikit-learn has it (``calibration_curve`` is for binary classifiers).
     """
     conf, acc, count = reliability_bins(y_true, probabilities, n_bins)
     filled = count > 0
@@ -170,10 +162,7 @@ def expected_calibration_error(y_true, probabilities, n_bins: int = 15) -> float
 
 def roc_auc(scores, positives) -> float:
     """Area under the ROC curve (``sklearn.metrics.roc_auc_score``): the chance that a random positive
-    scores above a random negative.
-
-    Used with uncertainty as the score and wrong predictions as the positives: 0.5 flags
-    errors no better than chance, 1.0 ranks every error above every right answer.
+    scores above a random negative (with errors as positives: 0.5 chance, 1.0 every error ranked first).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -206,12 +195,9 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
 
     Args:
         groups: ``{variant: [RunRecord, ...]}``, named as ``VARIANT_NAMES`` says.
-        reference: the variant the others are measured against: the difference of the mean
-            ``key`` (points), its 95% confidence interval across seeds and its p-value
-            (Welch's t, ``metrics.compare_seeds``), and the smallest difference these seeds
-            would detect.
-        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
-            adds seconds per epoch and seconds to the best epoch (best epoch x seconds).
+        reference: the variant the others are measured against (``compare_seeds``: the difference
+            of the mean ``key`` in points, its 95% interval, its p-value, what these seeds detect).
+        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``).
     """
     name = {"valid_accuracy": "valid acc", "test_accuracy": "test acc"}.get(key, key)
     rows = []
@@ -252,9 +238,8 @@ def summary_line(records, key: str = "valid_accuracy") -> str:
 def series_table(series: dict, seconds_per_epoch: dict, n_test: int) -> pd.DataFrame:
     """Every final model of the series in numbers, one row per variant (``VARIANT_NAMES``).
 
-    Seconds per epoch are the side-by-side timings given (``training.time_alone``), and the
-    one time column, ``seconds_to_best``, is the mean best epoch times them; the test
-    interval is a 95% Wilson interval over ``n_test`` images.
+    ``seconds_to_best``: the mean best epoch times the side-by-side timings (``training.time_alone``);
+    the test interval: 95% Wilson over ``n_test`` images.
     """
     rows = []
     for variant, records in series.items():

@@ -1,10 +1,8 @@
 """The setup cell every notebook starts with: the backend, the style, the mode, seed and versions printed.
 
-Import this module before Keras. Unless ``KERAS_BACKEND`` is set, it chooses JAX, the faster
-one on a CPU (``benchmarks/README.md``), or TensorFlow when JAX is not installed. It imports
-TensorFlow first with its start-up log held back (Keras loads TensorFlow for some utilities
-even under JAX, and the log would land in whichever cell triggered it), printed only if the
-import fails; after that, TensorFlow logs errors only (not the functions traced again).
+Import this module before Keras. Unless ``KERAS_BACKEND`` is set, it chooses JAX (faster on a CPU),
+or TensorFlow when JAX is not installed. It imports TensorFlow first with its start-up log held back
+(Keras loads it even under JAX), shown only if the import fails; after that, TensorFlow logs errors only.
 """
 from __future__ import annotations
 

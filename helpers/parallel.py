@@ -1,12 +1,8 @@
 """Train several networks at once (seeds, rate brackets, grids) with ``joblib.Parallel``.
 
-Each network is one ``training.train`` call in a worker process: joblib's default
-backend (loky) on this machine, or any other joblib backend the caller chooses, a Dask
-cluster included (README, "More networks than one machine")::
-
-    with joblib.parallel_config(backend="dask"):
-        many = train_many(build, data, runs)
-
+Each network is one ``training.train`` call in a worker process: joblib's default backend
+(loky) on this machine, or any other the caller chooses, a Dask cluster included (README,
+"More networks than one machine"): ``with joblib.parallel_config(backend="dask"): ...``.
 """
 from __future__ import annotations
 
@@ -57,10 +53,7 @@ class ManyRuns:
         raise KeyError(f"no record {variant!r}: it failed ({sorted(self.failures)} did) or was not asked for")
 
     def model(self, variant: str):
-        """The trained network of ``variant``, built here as it was trained, its trained weights set.
-
-        (A network built by hand, ``build_model(seed)``, is untrained.)
-        """
+        """The trained network of ``variant``, built as it was trained (one built by hand is untrained)."""
         record = self.record(variant)
         run = next(r for r in self.runs if r.variant == variant)
         model = self.build_model(record.config["seed"], **run.options)
@@ -76,12 +69,10 @@ def train_many(build_model, data, runs, *, learning_rate=None, compile_model=Non
         build_model: ``build_model(seed, **run.options)`` returns a fresh, uncompiled model
             (a lambda is fine: joblib sends it to the workers with cloudpickle).
         runs: ``Run`` objects, or variant names for the default seed; names must be unique.
-        learning_rate: the rate of runs that do not set their own.
-        compile_model: ``compile_model(model, rate)``; default ``training.compile_model``.
+        learning_rate, compile_model: the rate of runs that set none; ``compile_model(model, rate)``.
         n_jobs: trainings at a time; default one per core (capped by ``CIFAR10_WORKERS``), or
             what ``joblib.parallel_config(n_jobs=...)`` says; 1: one after another, here.
-        verbose: 1 one progress bar for all (epochs done), then one line per network;
-            2 also one line per epoch; 0 only failures.
+        verbose: 1 one bar of the epochs done, then a line per network; 2 also a line per epoch; 0 only failures.
         train_kwargs: ``training.train``'s keywords (max_epochs, patience, batch_size, ...),
             except ``seed`` (each Run has its own). Checked before any worker starts.
     A network that fails is reported in ``failures`` and printed; the others' records are kept.

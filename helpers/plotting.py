@@ -125,10 +125,7 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
 def plot_activation_stats(stats, title="Activations of every hidden layer, validation images"):
     """Mean and std of each hidden layer's activations against depth, for several networks and stages.
 
-    Args:
-        stats: ``{network: {stage: LayerStats}}``, e.g. ``{"SELU": {"at initialization": s0,
-            "trained": s1}}``; one colour per network, one line style per stage. Dotted lines
-            at mean 0 and std 1 mark what self-normalization aims for.
+    ``stats``: ``{network: {stage: LayerStats}}``, one colour per network, one line style per stage.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     styles = ["--", "-", ":", "-."]
@@ -183,8 +180,7 @@ def plot_validation_curves(groups, title="Validation curves", seconds_per_epoch=
 def plot_training_curves(records, title="Training and validation, every epoch"):
     """Training loss, validation loss and validation accuracy of each run, three panels side by side.
 
-    What a failure looks like depends on all three together: a network whose training loss
-    falls while its validation loss climbs is learning, and something else is wrong.
+    A network whose training loss falls while its validation loss climbs is learning: what fails is elsewhere.
     """
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, r in enumerate(records):
@@ -200,12 +196,9 @@ def plot_training_curves(records, title="Training and validation, every epoch"):
 
 
 def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum and the sum of squares"):
-    """Per layer, the mean over units of the sum of a unit's incoming weights and of their squares.
+    """Per layer of each ``{label: WeightSums}``: the mean over units of the incoming weights' sum and sum of squares.
 
-    Args:
-        sums: ``{label: WeightSums}`` from ``helpers.diagnostics.weight_sums``. Self-normalization
-            (Klambauer et al., 2017) is derived for sums near 0 and sums of squares near 1,
-            drawn as dotted lines.
+    Self-normalization is derived for 0 and 1 (dotted lines).
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     styles = ["--", "-", ":", "-."]
@@ -294,10 +287,7 @@ def plot_one_cycle(schedule, steps_per_epoch=None, title="1cycle: learning rate 
 
 
 def save_figure(fig, name: str, settings=None):
-    """Save a figure for the README as ``results/figures/<name>.png``, in full mode only.
-
-    Returns the path, or None in quick mode (quick figures are never committed).
-    """
+    """Save a figure for the README as ``results/figures/<name>.png`` and return the path; None in quick mode."""
     settings = settings or config.SETTINGS
     if settings.mode != "full":
         return None

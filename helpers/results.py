@@ -1,7 +1,6 @@
-"""Run records: one small JSON file per training run, written atomically.
+"""Run records: one small JSON file per training run, written atomically, readable with ``json.load`` alone.
 
-The top-level keys are fixed (docs/design.md, "The Run record") so that scripts and later
-notebooks can read a record with ``json.load`` alone, without importing ``helpers``.
+The top-level keys are fixed (docs/design.md, "The Run record").
 """
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ from helpers import config
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
-# One name per variant, the same in every table, legend and sentence of the series: the part of
-# the exercise first (a to f), then what changes. Keys are the records' names without "_seed1" ...
+# One name per variant in every table, legend and sentence: the part of the exercise (a to f), then what changes
 VARIANT_NAMES = {
     "baseline": "a-b: baseline",
     "input_bn": "c: inputs normalized only",
@@ -76,9 +74,7 @@ class RunRecord:
     stopped: str  # "early_stopping", "max_epochs" or "nan"
     history: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
-    # the predicted class of each test image, as one digit each ("" if the test set was not evaluated):
-    # two models compared image by image (metrics.mcnemar), from their records alone
-    test_predictions: str = ""
+    test_predictions: str = ""  # one digit per test image ("": not evaluated), for metrics.mcnemar
 
     def test_predicted(self) -> np.ndarray:
         """The predicted class of each test image, as integers (empty if the test set was not evaluated)."""
@@ -112,7 +108,7 @@ def write_json_atomic(path, obj) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True)
+            json.dump(obj, f, indent=1)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -141,8 +137,7 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
         raise FileNotFoundError(f"no run record {path}: first run {notebook_for(variant)}, which trains "
                                 f"{variant!r} in {mode or config.MODE} mode (README, 'Results')")
     try:
-        with open(path) as f:
-            content = json.load(f)
+        content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a valid Run record: not JSON, or cut short ({e}); {again} "
                          "(or delete the file)") from None
@@ -166,8 +161,7 @@ def summary_table(records):
                "seconds_per_epoch": "{:.2f} s", "wall_time_to_best": "{:.0f} s"}
     cols = ["variant", "learning_rate", "epochs", "best_epoch", "valid_accuracy", "test_accuracy",
             "seconds_per_epoch", "wall_time_to_best"]
-    frame = pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
-    return frame.style.hide(axis="index").format(formats, na_rep="-")
+    return pd.DataFrame([asdict(r) for r in records], columns=cols).style.hide(axis="index").format(formats, na_rep="-")
 
 
 def seed_names(variant: str, seeds=None) -> list:
@@ -182,8 +176,7 @@ def load_seeds(variant: str, mode: str | None = None, directory=None) -> list:
 
 def load_search(prefix: str, mode: str | None = None, directory=None) -> list:
     """The records of a learning-rate search (``lr_finder.search_rates``' ``{prefix}_lr_{rate}``), by rate."""
-    folder = Path(directory or results_dir(mode))
-    names = [p.stem for p in folder.glob(f"{prefix}_lr_*.json")]
+    names = [p.stem for p in Path(directory or results_dir(mode)).glob(f"{prefix}_lr_*.json")]
     return sorted((load_run(name, mode, directory) for name in names), key=lambda r: r.learning_rate)
 
 

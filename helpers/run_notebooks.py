@@ -5,10 +5,9 @@
     python -m helpers.run_notebooks 02                       # only the notebooks whose names contain "02"
     python -m helpers.run_notebooks --quick --backend tensorflow   # the series under TensorFlow
 
-The kernels get this process's environment plus the mode and backend asked for here (this
-process's own stays as it was). A saved notebook keeps what a reader sees at the end (a
-progress bar at its last state), and the metadata JupyterLab would fill in, so that opening
-it does not mark it modified.
+The kernels get this process's environment plus the mode and backend asked for here. A saved
+notebook keeps what a reader sees at the end (a progress bar at its last state), and the metadata
+JupyterLab would fill in, so that opening it does not mark it modified.
 """
 from __future__ import annotations
 
@@ -31,21 +30,17 @@ def notebooks(selection=()) -> list[Path]:
 
 
 def last_state(text: str) -> str:
-    """Each line as it was last drawn: what follows its last carriage return (a progress bar's end)."""
-    lines = []
-    for line in text.split("\n"):
-        parts = [p for p in line.split("\r") if p.strip()]  # a bar cleared with spaces is no state
-        lines.append(parts[-1] if parts else "")
-    return "\n".join(lines)
+    """Each line as it was last drawn: what follows its last carriage return (a bar cleared with spaces is no state)."""
+    return "\n".join(([p for p in line.split("\r") if p.strip()] or [""])[-1] for line in text.split("\n"))
 
 
 def tidy_outputs(cell) -> None:
     """Adjacent stream outputs of one stream merged, and each line kept at its last drawn state."""
     outputs = []
     for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream" and outputs and outputs[-1].get("output_type") == "stream" \
-                and outputs[-1].get("name") == out.get("name"):
-            outputs[-1]["text"] += out["text"]
+        last = outputs[-1] if outputs else {}
+        if out.get("output_type") == last.get("output_type") == "stream" and out.get("name") == last.get("name"):
+            last["text"] += out["text"]
         else:
             outputs.append(out)
     for out in outputs:
@@ -97,6 +92,7 @@ def execute(path: Path, out: Path, on_cell=None, env: dict | None = None, failed
 
 
 def main(argv=None) -> int:
+    import nbformat
     from tqdm import tqdm
 
     parser = argparse.ArgumentParser(prog="python -m helpers.run_notebooks", description=__doc__.split("\n")[0])
@@ -110,27 +106,22 @@ def main(argv=None) -> int:
         print(f"no notebook matches {args.select}", file=sys.stderr)
         return 1
     # the kernels' environment only: a test that calls main() must not switch later notebook tests to full mode
-    env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full"}
-    if args.backend:
-        env["KERAS_BACKEND"] = args.backend
+    env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full",
+           **({"KERAS_BACKEND": args.backend} if args.backend else {})}
     out_dir = config.settings_for("quick").results_dir / "notebooks" if args.quick else paths[0].parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    import nbformat
-
     cells = [len(nbformat.read(p, as_version=4).cells) for p in paths]
     times = {}
-    with tqdm(total=sum(cells), desc="series", position=0) as overall:
-        for path, n in zip(paths, cells):
-            with tqdm(total=n, desc=path.stem[:28], position=1, leave=False) as bar:
-                try:
+    try:
+        with tqdm(total=sum(cells), desc="series", position=0) as overall:
+            for path, n in zip(paths, cells):
+                with tqdm(total=n, desc=path.stem[:28], position=1, leave=False) as bar:
                     times[path.name] = execute(path, out_dir / path.name, lambda: (bar.update(1), overall.update(1)),
                                                env, failed_dir=config.settings_for("quick").results_dir / "failed")
-                except NotebookFailed as e:
-                    bar.close()
-                    overall.close()
-                    print(f"FAILED: {e}", file=sys.stderr)
-                    return 1
-            tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
+                tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
+    except NotebookFailed as e:  # the bars closed first
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
     total = sum(times.values())
     backend = f", KERAS_BACKEND={env['KERAS_BACKEND']}" if env.get("KERAS_BACKEND") else ""
     print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode{backend}: "

@@ -34,8 +34,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """The 1cycle rate as a schedule of the step; ``momentum`` gives the matching momentum.
 
     Args:
-        peak_learning_rate: the maximum rate, reached at the end of the warm-up (chosen
-            with the LR finder: near the steepest descent of the loss, below where it blows up).
+        peak_learning_rate: the maximum rate, reached at the end of the warm-up.
         total_steps: steps of the whole training (epochs x ``steps_per_epoch``).
         start_divisor: the rate starts (and ends its second phase) at ``peak / start_divisor``.
         final_divisor: the last phase anneals to ``start / final_divisor``.
@@ -115,10 +114,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 class ScheduledNadam(keras.optimizers.Nadam):
     """Nadam whose ``beta_1`` follows ``momentum_schedule(iterations)``, read inside the step.
 
-    Keras' Nadam reads ``self.beta_1`` in its update (and in its running product of
-    momentum factors); making that attribute a function of the iteration counter is what
-    lets the momentum change at every compiled step. Assigning ``beta_1`` from outside
-    is refused: it would be the silent no-op this class exists to replace.
+    Keras' Nadam reads ``self.beta_1`` in its update: a function of the iteration counter there changes
+    the momentum at every compiled step. Assigning ``beta_1`` is refused: it would be a silent no-op.
     """
 
     def __init__(self, learning_rate, momentum_schedule, **kwargs):

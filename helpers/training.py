@@ -145,16 +145,14 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
           callbacks=(), evaluate_test: bool = True, extra_config: dict | None = None) -> RunRecord:
     """``model.fit`` with early stopping and an exact resume; returns the run's ``RunRecord``.
 
-    The trained weights stay in ``model``: the best epoch's under early stopping
-    (``restore_best_weights``), the last epoch's under a schedule that fixes the length
-    (1cycle: it is judged at its end, and early stopping is off).
+    The trained weights stay in ``model``: the best epoch's under early stopping, the last epoch's
+    under a schedule that fixes the length (1cycle: judged at its end, no early stopping).
 
     Args:
         model, data: compiled (``compile_model``, or with a sparse loss and accuracy); a scaled ``Dataset``.
         variant: the record's name, e.g. ``"baseline"``.
         max_epochs, patience, batch_size: default to the mode's settings.
-        seed: each epoch's batch order is drawn from ``(seed, epoch)`` (``callbacks.EpochOrder``).
-        verbose: as ``fit``'s: 1 a progress bar, 2 one line per epoch, 0 nothing.
+        seed: each epoch's batch order is drawn from ``(seed, epoch)``; verbose: as ``fit``'s.
         monitor: what early stopping watches: ``"val_loss"`` (lowest) or ``"val_accuracy"`` (highest).
         resume: back up after every epoch (``callbacks.ExactBackupAndRestore``), and continue from
             there when the same run is started again after a kill; False writes nothing.
