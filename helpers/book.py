@@ -3,12 +3,9 @@
     python -m helpers.book                  # -> build/book/html/index.html
     python -m helpers.book --out /tmp/book  # -> /tmp/book/html/index.html
 
-Sphinx with myst-nb and sphinx-book-theme (`pip install -e ".[book]"`), configured in
-book/conf.py. It never executes a notebook: the book shows the outputs they were committed
-with. Strict: a Sphinx warning (a missing figure, a broken link or cross-reference, a notebook
-missing from the table of contents in book/conf.py) fails the build, with a non-zero exit.
-No internet needed, to build or to read: the theme, its fonts and MathJax are copied into the
-book. Open build/book/html/index.html, or serve it: `python -m http.server -d build/book/html`.
+Sphinx with myst-nb and sphinx-book-theme (`pip install -e ".[book]"`), configured in book/conf.py;
+the notebooks are never executed: the book shows their committed outputs. Strict: any Sphinx warning
+(a missing figure, a broken link, a notebook missing from the table of contents) fails the build.
 """
 from __future__ import annotations
 
@@ -25,21 +22,15 @@ DEFAULT_OUT = PROJECT_ROOT / "build" / "book"
 NEEDED = ("sphinx", "myst_nb", "sphinx_book_theme")  # the `book` extra of pyproject.toml
 
 
-def sphinx_command(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> list[str]:
-    """The sphinx-build command line: source (the repository root) -> out/html.
+def build(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> subprocess.CompletedProcess:
+    """Build the book from source (the repository root) into out/html; Sphinx's output captured.
 
-    -E reads every source again: a warning is never hidden by a previous build's cache.
-    -W --keep-going: every warning is reported, then fails the build; -n: nitpicky.
+    -E: no warning hidden by a previous build's cache; -W --keep-going: every warning reported, then fatal.
     """
     source, out = Path(source), Path(out)
-    return [sys.executable, "-m", "sphinx", "-b", "html", "-c", str(source / "book"),
-            "-d", str(out / "doctrees"), "-E", "-W", "--keep-going", "-n", "-q",
-            str(source), str(out / "html")]
-
-
-def build(source: Path = PROJECT_ROOT, out: Path = DEFAULT_OUT) -> subprocess.CompletedProcess:
-    """Build the book; Sphinx's warnings and errors go to stderr (captured)."""
-    return subprocess.run(sphinx_command(source, out), capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-c", str(source / "book"),
+                           "-d", str(out / "doctrees"), "-E", "-W", "--keep-going", "-n", "-q",
+                           str(source), str(out / "html")], capture_output=True, text=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
-    index = args.out.resolve() / "html" / "index.html"
     if result.returncode != 0:
         print(f"book: FAILED after {seconds:.1f} s (Sphinx exit {result.returncode}; every warning "
               "is an error: see above)", file=sys.stderr)
         return result.returncode
-    print(f"book: {index} (built in {seconds:.1f} s)")
+    print(f"book: {args.out.resolve() / 'html' / 'index.html'} (built in {seconds:.1f} s)")
     return 0
 
 

@@ -1,22 +1,13 @@
 """What ``training.train`` adds to ``model.fit``, where Keras has nothing that does it.
 
-- ``EpochOrder``: the training batches of each epoch in an order drawn from
-  ``(seed, epoch)``. ``fit(shuffle=True)`` draws its order from the global random state,
-  which a resumed run cannot draw again; this order is the same after a resume.
-- ``RunLog``: every epoch's logs and wall time. Keras' ``History`` starts again at each
-  ``fit`` call, so a resumed run would lose the epochs before the kill.
-- ``ExactBackupAndRestore``: Keras' ``BackupAndRestore`` saves the weights and the
-  optimizer, not the dropout and flip layers' random state, nor early stopping's best
-  epoch and weights, nor the history: a resumed run then ends elsewhere. This subclass
-  saves them too, and writes each backup so that a kill at any moment leaves the last
-  complete one readable.
-- ``EpochLines``: one JSON line per epoch into a file, so that the process that started
-  worker processes (``parallel.train_many``) can show their progress.
+``fit(shuffle=True)`` draws its order from the global random state, which a resumed run cannot draw again,
+and Keras' ``History`` starts again at each ``fit``: ``EpochOrder`` and ``RunLog`` are the same after a resume.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -28,8 +19,7 @@ import numpy as np
 class EpochOrder(keras.utils.PyDataset):
     """Batches of ``(x, y)``, shuffled anew each epoch by ``np.random.default_rng((seed, epoch))``.
 
-    ``train`` calls ``set_epoch`` at each epoch's start (a ``LambdaCallback``), so the order
-    depends on the epoch, not on how many epochs this process has run.
+    ``set_epoch`` is called at each epoch's start (a ``LambdaCallback``): the order depends on the epoch alone.
     """
 
     def __init__(self, x, y, batch_size: int, seed: int):
@@ -67,12 +57,10 @@ class RunLog(keras.callbacks.Callback):
 class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` that also keeps random state, early stopping and the ``RunLog``.
 
-    After every epoch it writes ``epoch-N.weights.h5`` (weights and optimizer, by Keras) and
-    ``epoch-N.npz`` (random-state variables, early stopping's best weights), then replaces
-    ``state.json`` (epoch, history, early stopping's counters, the two file names) in one
-    atomic rename, then removes the older files. A kill at any moment leaves ``state.json``
-    naming a complete backup, or no ``state.json``. Put it last in the callbacks: it saves
-    what the others recorded for the epoch, and restores after they have reset.
+    Keras' saves the weights and the optimizer only: a resumed run would then end elsewhere. After
+    every epoch this writes the weights, then the other arrays, then replaces ``state.json``, which
+    names both, in one atomic rename: a kill at any moment leaves a complete backup, or none. Put it
+    last in the callbacks: it saves what the others recorded, and restores after they have reset.
     """
 
     def __init__(self, backup_dir, run_log: RunLog, early_stopping=None):
@@ -124,8 +112,7 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _load_model(self):
         path = self.folder / "state.json"
         if not path.exists():
-            if self.folder.exists():
-                self._remove_all_but()  # what a kill before the first complete backup left
+            shutil.rmtree(self.folder, ignore_errors=True)  # what a kill before the first complete backup left
             return
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
@@ -144,8 +131,7 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
                 variable.assign(value)  # as built: nothing half-loaded
             warnings.warn(f"ignoring the backup in {self.folder} ({type(e).__name__}: {e}); starting from epoch 1",
                           RuntimeWarning, stacklevel=2)
-            self._remove_all_but()
-            path.unlink(missing_ok=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
             return
         if self.early_stopping is not None and stopping is not None:
             for key, value in stopping.items():
@@ -161,21 +147,3 @@ class ExactBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_train_end(logs)  # removes the backup: the run is complete
         self.model._initial_epoch = None  # a later fit of the same model starts at epoch 1 again
 
-
-class EpochLines(keras.callbacks.Callback):
-    """Appends ``{"variant", "epoch", **logs}`` as one JSON line per epoch to ``path``.
-
-    For worker processes whose output no notebook shows: the parent reads the file. A
-    folder that does not exist here (a worker on another machine) means no lines.
-    """
-
-    def __init__(self, path, variant: str):
-        super().__init__()
-        self.path, self.variant = Path(path), variant
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.path.parent.is_dir():
-            return
-        line = {"variant": self.variant, "epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")

@@ -3,18 +3,8 @@
 Every notebook prints these in its setup cell, so a reader always knows whether a
 figure came from the full run or from the quick smoke run that CI uses.
 
-Environment variables, all optional: unset, empty or spaces only means the default; any
-other value that is not what the variable takes is an error that names it (README, table).
-
-- ``CIFAR10_MODE``: ``full`` (default) or ``quick`` (a few thousand images, a few
-  epochs, a short LR sweep; for CI and fast iteration).
-- ``CIFAR10_NPZ``: path of an offline ``.npz`` copy of CIFAR-10 (see ``helpers.data``).
-- ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
-  ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
-- ``CIFAR10_RESULTS``: the results folder, default ``results/`` in the repository.
-- ``CIFAR10_WORKERS``: how many trainings ``parallel.train_many`` runs at a time (default:
-  one per core; ``1`` trains one after another, in the notebook's own process: the tests
-  use it, where other tests hold the cores).
+Environment variables: README, "Environment variables". Unset, empty or spaces only means the
+default; any other value that is not what the variable takes is an error that names it.
 """
 from __future__ import annotations
 
@@ -24,9 +14,8 @@ from pathlib import Path
 
 MODES = ("full", "quick")
 SEED = 42
-# Selection is not evaluation: every search (the LR finder, the short check, brackets of full
-# trainings, configuration grids) runs at SEARCH_SEED; every final model is trained at SEEDS,
-# five seeds none of which picked anything (two in quick mode).
+# Selection is not evaluation: every search (LR finder, brackets of full trainings, grids) runs at
+# SEARCH_SEED; every final model is trained at SEEDS, five seeds none of which picked anything.
 SEARCH_SEED = 0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,11 +36,7 @@ class Settings:
 
     @property
     def results_dir(self) -> Path:
-        """Full-mode records live in ``results/``; quick ones never overwrite them.
-
-        ``CIFAR10_RESULTS`` moves the whole folder elsewhere (tests use it to run a
-        notebook with no records at all).
-        """
+        """Full-mode records live in ``results/`` (or ``CIFAR10_RESULTS``); quick ones in its ``quick/``."""
         base = Path(env("CIFAR10_RESULTS") or PROJECT_ROOT / "results").expanduser()
         return base if self.mode == "full" else base / "quick"
 
@@ -85,11 +70,9 @@ def settings_for(mode: str) -> Settings:
 def max_workers(environ=os.environ) -> int | None:
     """``CIFAR10_WORKERS`` as a positive int, or None when unset; anything else is an error."""
     value = env("CIFAR10_WORKERS", environ)
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
+    if value and (not value.isdigit() or int(value) < 1):
         raise ValueError(f"CIFAR10_WORKERS={value!r} must be a whole number of trainings at a time, 1 or more")
-    return int(value)
+    return int(value) if value else None
 
 
 def cache_dir(environ=os.environ) -> Path:

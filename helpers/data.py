@@ -22,8 +22,6 @@ import numpy as np
 from helpers import config
 
 N_CLASSES = 10
-CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (32, 32, 3)
 N_VALID = 5000  # the first 5,000 training images, as in the reference solution
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -43,11 +41,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train, validation and test arrays, and where they came from.
-
-    ``source`` goes into every Run record (``data`` key). ``preprocessing`` says what
-    was done to the pixels ("uint8", "scaled", "standardized").
-    """
+    """Train, validation and test arrays; ``source`` (for the Run record), what was done to the pixels."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -56,7 +50,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
-    preprocessing: str = "uint8"
+    preprocessing: str = "uint8"  # or "scaled", "standardized"
 
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "valid": len(self.y_valid), "test": len(self.y_test)}
@@ -65,9 +59,8 @@ class Dataset:
 def normalize_labels(y, name: str = "labels", n_classes: int | None = N_CLASSES, count: int | None = None) -> np.ndarray:
     """Class ids as int64 of shape (N,), or a ``DataError`` that says what is wrong and what to do.
 
-    Accepts (N,) and (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them), integers
-    or whole-number floats. Refuses one-hot rows, other shapes, strings, fractions, ids
-    outside ``0..n_classes - 1`` (None: any id from 0), and a length other than ``count``.
+    Accepts (N,) and (N, 1) (as ``keras.datasets.cifar10.load_data()`` gives them), integers or whole-number
+    floats, ids in ``0..n_classes - 1`` (None: any from 0), and ``count`` of them if given.
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -91,9 +84,8 @@ def normalize_labels(y, name: str = "labels", n_classes: int | None = N_CLASSES,
 def check_images(x, name: str = "images", shape=None) -> np.ndarray:
     """Images a model can take, or a ``DataError``: a non-empty float array, finite, scaled or standardized.
 
-    Refuses raw pixels, as uint8 or as floats 0..255 (whole numbers above 1.5): a network
-    trained on scaled inputs gives numbers for them, all wrong. ``shape``: each image's
-    expected shape (a model's ``input_shape[1:]``).
+    Refuses raw pixels, as uint8 or as floats 0..255 (whole numbers above 1.5): a network trained on
+    scaled inputs gives numbers for them, all wrong. ``shape``: a model's ``input_shape[1:]``.
     """
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
@@ -115,14 +107,6 @@ def check_images(x, name: str = "images", shape=None) -> np.ndarray:
     return x
 
 
-def fingerprint(arrays) -> str:
-    """sha256 over the arrays' bytes in the order given: the fingerprint a Run record names its data by."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 def offline_path(environ=os.environ) -> Path | None:
     """The offline file to use: ``CIFAR10_NPZ`` if set, else the cache copy if present."""
     if config.env("CIFAR10_NPZ", environ):
@@ -131,20 +115,10 @@ def offline_path(environ=os.environ) -> Path | None:
     return default if default.exists() else None
 
 
-def _check_images(x, name, path):
-    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{path}: {name} must have shape (N, 32, 32, 3), got {x.shape}\n{HOW_TO_GET_DATA}")
-    if x.dtype != np.uint8:
-        raise DataError(f"{path}: {name} must be uint8 pixels 0..255, got dtype {x.dtype}\n{HOW_TO_GET_DATA}")
-
-
 def load_npz(path):
-    """Load and check an offline copy.
+    """Load and check an offline copy: ``(x_train, y_train), (x_test, y_test), sha256``.
 
-    Returns:
-        ``(x_train, y_train), (x_test, y_test), sha256`` where the fingerprint is of
-        the arrays as stored (x_train, y_train, x_test, y_test), comparable with the one the
-        publisher of an offline copy states.
+    The sha256 is of the arrays as stored, comparable with the one the publisher of an offline copy states.
     """
     path = Path(path)
     if path.is_dir():
@@ -157,23 +131,27 @@ def load_npz(path):
             missing = [k for k in KEYS if k not in f.files]
             if missing:
                 raise DataError(f"{path}: missing arrays {missing} (has {sorted(f.files)})\n{HOW_TO_GET_DATA}")
-            arrays = {k: f[k] for k in KEYS}
-            digest = fingerprint([arrays[k] for k in KEYS])
+            arrays, digest = {k: f[k] for k in KEYS}, hashlib.sha256()
+            for k in KEYS:  # the fingerprint a Run record names its data by
+                digest.update(np.ascontiguousarray(arrays[k]).tobytes())
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})\n{HOW_TO_GET_DATA}") from e
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        _check_images(x, f"x_{split}", path)
+        if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
+            raise DataError(f"{path}: x_{split} must have shape (N, 32, 32, 3), got {x.shape}\n{HOW_TO_GET_DATA}")
+        if x.dtype != np.uint8:
+            raise DataError(f"{path}: x_{split} must be uint8 pixels 0..255, got dtype {x.dtype}\n{HOW_TO_GET_DATA}")
         try:
-            arrays[f"y_{split}"] = normalize_labels(y, f"y_{split}")
+            y = arrays[f"y_{split}"] = normalize_labels(y, f"y_{split}")
         except DataError as e:
             raise DataError(f"{path}: {e}\n{HOW_TO_GET_DATA}") from None
-        if len(arrays[f"y_{split}"]) != len(x):
-            raise DataError(f"{path}: x_{split} has {len(x)} images but y_{split} has "
-                            f"{len(arrays[f'y_{split}'])} labels\n{HOW_TO_GET_DATA}")
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), digest
+        if len(y) != len(x):
+            raise DataError(f"{path}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels\n"
+                            + HOW_TO_GET_DATA)
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), digest.hexdigest()
 
 
 def _download():
@@ -187,13 +165,9 @@ def _download():
 
 
 def load_raw(path=None):
-    """CIFAR-10 as uint8 arrays and a source string.
+    """``((x_train, y_train), (x_test, y_test)), source``, uint8, from ``path`` or ``offline_path()``, else Keras.
 
-    Args:
-        path: an offline ``.npz``; default: ``offline_path()``, else the Keras download.
-    Returns:
-        ``((x_train, y_train), (x_test, y_test)), source`` where source is
-        ``"offline-npz sha256:<fingerprint>"`` or ``"keras-download"``.
+    ``source``: ``"offline-npz sha256:<fingerprint>"`` or ``"keras-download"``.
     """
     path = Path(path) if path is not None else offline_path()
     if path is None:
@@ -233,9 +207,7 @@ def split(x_train, y_train, x_test, y_test, source, settings=None, n_valid=N_VAL
 
 
 def load_cifar10(path=None, settings=None) -> Dataset:
-    """CIFAR-10 split into train/valid/test (uint8), subset in quick mode.
-
-    """
+    """CIFAR-10 split into train/valid/test (uint8), subset in quick mode."""
     ((x_train, y_train), (x_test, y_test)), source = load_raw(path)
     return split(x_train, y_train, x_test, y_test, source, settings)
 

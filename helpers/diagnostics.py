@@ -26,11 +26,7 @@ class LayerStats:
 
 @dataclass(frozen=True)
 class WeightSums:
-    """Per hidden layer, over its units: each unit's incoming weights summed, and their squares summed.
-
-    For one unit with ``n`` inputs, the sum is ``n * mean(w)`` and the sum of squares
-    ``n * (variance(w) + mean(w)**2)``: with LeCun normal weights, about 0 and 1.
-    """
+    """Per hidden layer, over its units: each unit's incoming weights summed, and their squares summed."""
 
     sum_mean: tuple  # mean over the layer's units of sum_i w_ij
     sum_std: tuple  # their standard deviation over units
@@ -41,9 +37,8 @@ class WeightSums:
 def weight_sums(model: keras.Model) -> WeightSums:
     """The two weight conditions of self-normalization (Klambauer et al., 2017), per hidden layer.
 
-    Their fixed point (activations of mean 0 and variance 1, layer after layer) is derived
-    for weights whose per-unit sum is near 0 and sum of squares near 1, not for a moment
-    in training: this measures both, at initialization or after training.
+    Their fixed point (activations of mean 0 and variance 1, layer after layer) is derived for
+    per-unit sums near 0 and sums of squares near 1 (LeCun normal weights at initialization).
     """
     _, dense = hidden_outputs(model)
     kernels = [np.asarray(keras.ops.convert_to_numpy(d.kernel), dtype=np.float64) for d in dense]
@@ -65,11 +60,7 @@ def hidden_outputs(model: keras.Model):
 
 
 def _logits_model(model: keras.Model):
-    """(a model from the input to the last hidden output, the softmax output layer).
-
-    The cross-entropy is then computed from the logits ``h @ W + b``: it measures the
-    network, whatever the backend does with probabilities (see ``layer_stats``).
-    """
+    """(a model from the input to the last hidden output, the softmax output layer): the logits are ``h @ W + b``."""
     out = model.layers[-1]
     if not (isinstance(out, keras.layers.Dense) and getattr(out.activation, "__name__", "") == "softmax"):
         raise ValueError("layer_stats expects a model ending in Dense(..., activation='softmax')")
@@ -79,8 +70,7 @@ def _logits_model(model: keras.Model):
 def _kernel_gradients(model, x, y, from_logits=True):
     """Gradient of the mean cross-entropy with respect to every trainable variable, by id.
 
-    Under JAX through ``jax.grad`` of the model's own call inside a ``keras.StatelessScope``
-    (each variable read as the value being differentiated); under TensorFlow through a tape.
+    Under JAX: ``jax.grad`` of the model's own call in a ``keras.StatelessScope``; under TensorFlow: a tape.
     """
     backend = keras.backend.backend()
     y = keras.ops.convert_to_tensor(y)
@@ -121,12 +111,10 @@ def layer_stats(model: keras.Model, x, y, loss_from: str = "logits") -> LayerSta
 
     Args:
         x, y: a batch of inputs (scaled like the training data) and its labels (N,).
-        loss_from: ``"logits"`` (default) computes the cross-entropy from the output layer's
-            logits, which measures the network itself, the same on every backend.
-            ``"probabilities"`` computes it as Keras does from a softmax output, which
-            differs by backend: under JAX from probabilities clipped to [1e-7, 1 - 1e-7],
-            whose clip has zero gradient, so a saturated softmax shows gradients of exactly
-            0; under TensorFlow Keras reaches back for the logits. Notebook 01 shows both.
+        loss_from: ``"logits"``: the cross-entropy from the output layer's logits, the same on
+            every backend; ``"probabilities"``: as Keras computes it from a softmax output, which
+            under JAX clips the probabilities (zero gradient where saturated) and under TensorFlow
+            reaches back for the logits. Notebook 01 shows both.
     """
     if loss_from not in ("logits", "probabilities"):
         raise ValueError(f"loss_from must be 'logits' or 'probabilities', got {loss_from!r}")

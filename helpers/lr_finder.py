@@ -2,7 +2,7 @@
 
 The sweep raises the rate exponentially from step to step, on a copy of the model, with
 ``model.fit`` and a callback that records each batch's own loss (``BatchLosses``). The
-rate is a ``LearningRateSchedule`` of the optimizer's iteration counter, read inside the
+rate is Keras' ``ExponentialDecay`` of the optimizer's iteration counter (a decay rate above 1), read inside the
 compiled step: it takes effect at every step under TensorFlow and JAX alike (tests/ prove
 it with a one-weight probe), which a callback that sets ``optimizer.learning_rate``
 between batches does not guarantee once several steps run per call.
@@ -21,29 +21,6 @@ import numpy as np
 import pandas as pd
 
 from helpers import callbacks, config, training
-
-
-@keras.saving.register_keras_serializable(package="helpers")
-class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
-    """``min_rate * (max_rate / min_rate) ** (step / (steps - 1))``: step 0 is min, steps-1 is max."""
-
-    def __init__(self, min_rate: float, max_rate: float, steps: int):
-        if not 0 < min_rate < max_rate:
-            raise ValueError(f"need 0 < min_rate < max_rate, got {min_rate}, {max_rate}")
-        if steps < 2:
-            raise ValueError(f"need at least 2 steps, got {steps}")
-        self.min_rate, self.max_rate, self.steps = float(min_rate), float(max_rate), int(steps)
-
-    def __call__(self, step):
-        fraction = keras.ops.cast(step, "float32") / (self.steps - 1)
-        return self.min_rate * keras.ops.power(self.max_rate / self.min_rate, fraction)
-
-    def rate_at(self, step) -> np.ndarray:
-        """The same rate in NumPy, for plots and tests."""
-        return self.min_rate * (self.max_rate / self.min_rate) ** (np.asarray(step) / (self.steps - 1))
-
-    def get_config(self):
-        return {"min_rate": self.min_rate, "max_rate": self.max_rate, "steps": self.steps}
 
 
 @dataclass(frozen=True)
@@ -82,11 +59,11 @@ class BatchLosses(keras.callbacks.Callback):
     (``steps_per_execution=1``): with more, this runs once per call.
     """
 
-    def __init__(self, steps: int, beta: float, stop_factor: float, schedule, batch_sizes=None):
+    def __init__(self, steps: int, beta: float, stop_factor: float, rates, seen):
         super().__init__()
-        self.steps, self.beta, self.stop_factor, self.schedule = steps, beta, stop_factor, schedule
-        self.seen = None if batch_sizes is None else np.cumsum(batch_sizes)  # samples after each batch of an epoch
-        self.losses, self.stopped, self._mean = [], f"reached max rate {schedule.max_rate:g}", 0.0
+        self.steps, self.beta, self.stop_factor, self.rates = steps, beta, stop_factor, rates
+        self.seen = seen  # samples after each batch of an epoch
+        self.losses, self.stopped, self._mean = [], f"reached max rate {rates[-1]:g}", 0.0
         self._average, self._lowest = 0.0, math.inf  # smooth()'s running average, and its minimum
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -94,15 +71,14 @@ class BatchLosses(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         mean = float(logs["loss"])
-        seen = batch + 1.0 if self.seen is None else float(self.seen[batch])
-        before = batch if self.seen is None else float(self.seen[batch - 1]) if batch else 0.0
+        seen, before = float(self.seen[batch]), float(self.seen[batch - 1]) if batch else 0.0
         self.losses.append((seen * mean - before * self._mean) / (seen - before))
         self._mean = mean
         self._average = self.beta * self._average + (1 - self.beta) * self.losses[-1]
         smoothed = self._average / (1 - self.beta ** len(self.losses))
         self._lowest = min(self._lowest, smoothed)
         if not math.isfinite(self.losses[-1]) or smoothed > self.stop_factor * self._lowest:
-            self.stopped = f"stopped at {self.schedule.rate_at(len(self.losses) - 1):.2g}: loss diverged"
+            self.stopped = f"stopped at {self.rates[len(self.losses) - 1]:.2g}: loss diverged"
             self.model.stop_training = True
         elif len(self.losses) >= self.steps:
             self.model.stop_training = True
@@ -126,24 +102,25 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-5, max_
             higher rates.
         fallback: the rate to suggest when the sweep cannot (a loss not finite from the
             start, or rising from the first rate on): a line says why, and the result's
-            ``rule`` names the fallback. None: raise instead.
-    Returns:
-        ``LRFinderResult``; the suggestion is the rate at the smoothed minimum, divided by 10.
-    Raises:
-        FloatingPointError: without a ``fallback``, when no rate can be suggested.
+            ``rule`` names the fallback. None: raise ``FloatingPointError`` instead.
+    The suggestion is the rate at the smoothed minimum, divided by 10.
     """
     batch_size = config.SETTINGS.batch_size if batch_size is None else batch_size
     data = training.check_data(model, data, batch_size)
     batches = callbacks.EpochOrder(data.x_train, data.y_train, batch_size, seed)
     steps = len(batches) if steps is None else steps
-    schedule = ExponentialSweep(min_rate, max_rate, steps)
+    if not 0 < min_rate < max_rate or steps < 2:
+        raise ValueError(f"need 0 < min_rate < max_rate and at least 2 steps, got {min_rate}, {max_rate}, {steps}")
+    # min_rate * (max_rate / min_rate) ** (step / (steps - 1)): min_rate at step 0, max_rate at step steps - 1
+    schedule = keras.optimizers.schedules.ExponentialDecay(min_rate, steps - 1, max_rate / min_rate)
+    rates = min_rate * (max_rate / min_rate) ** (np.arange(steps) / (steps - 1))  # the same in NumPy
     beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
     probe = keras.models.clone_model(model)
     probe.set_weights(model.get_weights())
     probe.compile(optimizer=_optimizer_with_rate(model, schedule), steps_per_execution=1,
                   loss=getattr(model, "loss", None) or "sparse_categorical_crossentropy")
-    sizes = [len(batches.order[i * batch_size:(i + 1) * batch_size]) for i in range(len(batches))]
-    losses = BatchLosses(steps, beta, stop_factor, schedule, sizes)
+    seen = np.minimum(np.arange(1, len(batches) + 1) * batch_size, len(data.y_train))
+    losses = BatchLosses(steps, beta, stop_factor, rates, seen)
     start = time.perf_counter()
     probe.fit(batches, epochs=math.ceil(steps / len(batches)), shuffle=False, verbose=0, callbacks=[
         keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: batches.set_epoch(epoch)), losses])
@@ -157,7 +134,7 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-5, max_
     if not math.isfinite(losses[-1]):  # only the last can be: the sweep stops at the first
         losses = losses[:-1]
     s = smooth(losses, beta)
-    rates = schedule.rate_at(np.arange(len(losses)))
+    rates = rates[:len(losses)]
     best = int(np.argmin(s))
     if best == 0:
         return _cannot_suggest(f"the loss only rose from the first rate {min_rate:g} on: start the sweep at a "
@@ -201,11 +178,8 @@ def next_rate(tried: dict):
     """
     ordered = sorted(tried)
     best = min(ordered, key=lambda r: score(tried[r]))
-    if best == ordered[-1]:
-        return best * best / ordered[-2]
-    if best == ordered[0]:
-        return best * best / ordered[1]
-    return None
+    neighbour = {ordered[-1]: ordered[-2], ordered[0]: ordered[1]}.get(best)  # of an edge
+    return None if neighbour is None else best * best / neighbour
 
 
 def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SEARCH_SEED, max_extra: int = 2,
@@ -221,8 +195,7 @@ def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SE
         build_model: ``build_model(seed)``, as ``parallel.train_many``'s.
         rates: at least two positive, increasing rates (1cycle: peaks, with a
             ``compile_model`` that builds the schedule from each).
-        suggestion: the LR finder's, kept in each record's ``config`` (``finder_suggestion``), so
-            that notebook 06 can set every chosen rate against its finder's suggestion.
+        suggestion: the LR finder's, kept in each record's ``config`` (``finder_suggestion``).
         train_many_kwargs: go to ``parallel.train_many`` (``compile_model``, ``batch_size``, ...).
     """
     from helpers import parallel

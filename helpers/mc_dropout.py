@@ -1,21 +1,12 @@
 """MC dropout: predictions of a trained network with its dropout layers left on.
 
-Gal and Ghahramani (2016): keep dropout active at inference, run the same input through
-the network many times, and average the probabilities. Same weights, no retraining.
-Each pass samples a thinned network; their mean is usually a little better calibrated
-than one deterministic pass, and their spread says how unsure the network is.
-
+Gal and Ghahramani (2016): keep dropout active at inference, run the same input through the
+network many times, and average the probabilities; their spread says how unsure the network is.
 How, in Keras: the published solution's idea, a dropout layer whose ``call`` forces
-``training=True`` (``AlwaysOn``), put in place of each dropout layer of a copy of the
-network that shares every other layer, and so its weights; then ``predict``, once per pass.
-
-Two traps this avoids:
-
-- ``model(x, training=True)`` turns on dropout, and also switches every batch-norm layer
-  to the statistics of the current batch: predictions then depend on which images share
-  the batch. Here only the dropout layers are on; ``predict`` runs the rest at inference.
-- Comparing labels of shape (N, 1) with predictions of shape (N,) broadcasts to (N, N)
-  (``helpers.metrics.accuracy`` reads both shapes right).
+``training=True`` (``AlwaysOn``), in place of each dropout layer of a copy of the network that
+shares every other layer; then ``predict``, once per pass. Unlike ``model(x, training=True)``,
+which also switches every batch-norm layer to the statistics of the current batch, only the
+dropout layers are on.
 """
 from __future__ import annotations
 
@@ -61,12 +52,7 @@ class MCPredictions:
 
     @property
     def mutual_information(self) -> np.ndarray:
-        """(N,): predictive entropy minus the mean entropy of the passes, in nats.
-
-        The part of the uncertainty that comes from the passes disagreeing (the weights'
-        uncertainty, in Gal and Ghahramani's reading), as opposed to each pass being
-        unsure on its own: 0 when every pass predicts the same distribution.
-        """
+        """(N,): predictive entropy minus the mean entropy of the passes, in nats: 0 when the passes agree."""
         return self.entropy - predictive_entropy(self.samples).mean(axis=0)
 
     def running_mean(self, k: int) -> np.ndarray:
@@ -106,11 +92,8 @@ def mc_model(model: keras.Sequential, seed: int = config.SEED) -> keras.Sequenti
         raise ValueError(f"model {model.name!r} has no dropout layer: MC dropout would repeat one deterministic "
                          "prediction. Build it with dropout (e.g. build_dnn(alpha_dropout=0.1, ...)).")
     seeds = iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=len(model.layers)).tolist())
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, DROPOUT_LAYERS):
-            layer = always_on(layer.from_config({**layer.get_config(), "seed": next(seeds)}))
-        layers.append(layer)
+    layers = [always_on(layer.from_config({**layer.get_config(), "seed": next(seeds)}))
+              if isinstance(layer, DROPOUT_LAYERS) else layer for layer in model.layers]
     return keras.Sequential(layers, name=f"{model.name}_mc")
 
 
@@ -118,12 +101,8 @@ def predict(model: keras.Model, x, n_samples: int = 100, *, batch_size: int = 10
             seed: int = config.SEED) -> MCPredictions:
     """``n_samples`` passes of ``mc_model(model).predict(x)``: dropout on, everything else at inference.
 
-    Args:
-        model: a trained ``keras.Sequential`` with at least one dropout layer.
-        x: inputs, preprocessed as for training.
-        n_samples: passes; each draws new dropout masks.
-        batch_size: images per step (memory only: no layer here depends on the batch).
-        seed: the masks' seed; the same seed gives the same passes.
+    ``model``: a trained ``keras.Sequential`` with a dropout layer; ``x``: preprocessed as for training;
+    ``batch_size``: memory only (no layer here depends on the batch); the same ``seed``, the same passes.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")

@@ -24,12 +24,8 @@ from helpers.data import normalize_labels
 def accuracy(y_true, y_pred) -> float:
     """Fraction of correct predictions, never an (N, N) broadcast.
 
-    Args:
-        y_true: class ids of shape (N,), or (N, 1) as ``keras.datasets.cifar10.load_data()``
-            gives them (read as (N,)).
-        y_pred: predicted class ids (N,), or class scores (N, n_classes) with n_classes > 1
-            (the highest wins); predictions of shape (N, 1) are refused: argmax would make
-            them all 0.
+    ``y_true``: class ids (N,), or (N, 1) as ``keras.datasets.cifar10.load_data()`` gives them;
+    ``y_pred``: class ids (N,), or class scores (N, n_classes), the highest wins ((N, 1) is refused).
     """
     y_true = normalize_labels(y_true, "y_true", n_classes=None)
     y_pred = np.asarray(y_pred)
@@ -47,11 +43,7 @@ def accuracy(y_true, y_pred) -> float:
 
 
 def accuracy_interval(y_true, y_pred, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Accuracy and its 95% Wilson interval: (accuracy, low, high).
-
-    The interval is for the sampling of the evaluation images (N of them), not for the
-    training seed. With N = 10,000 and an accuracy near 0.5 it is about ±1 point.
-    """
+    """Accuracy and its 95% Wilson interval over the N images (not the training seed): (accuracy, low, high)."""
     acc = accuracy(y_true, y_pred)
     return (acc, *wilson_interval(acc, len(np.asarray(y_true)), confidence))
 
@@ -59,8 +51,7 @@ def accuracy_interval(y_true, y_pred, confidence: float = 0.95) -> tuple[float, 
 def wilson_interval(accuracy_value: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """(low, high): the Wilson interval of an accuracy measured on ``n`` images (``scipy.stats.binomtest``).
 
-    It says how much the accuracy would move on another ``n`` images of the same kind; it
-    says nothing of how much it moves from one training seed to the next.
+    How much the accuracy would move on another ``n`` images, nothing of how much it moves from seed to seed.
     """
     if n < 1 or not 0 <= accuracy_value <= 1:
         raise ValueError(f"need n >= 1 and an accuracy in [0, 1], got n={n}, accuracy={accuracy_value}")
@@ -72,11 +63,9 @@ def wilson_interval(accuracy_value: float, n: int, confidence: float = 0.95) -> 
 def mcnemar(right_a, right_b) -> tuple[int, int, float]:
     """Two trained networks on the same images, compared image by image: McNemar's exact test.
 
-    Only the images where they disagree count: ``only_a`` right for A alone, ``only_b`` for B
-    alone; if the two networks were equally good, each would go either way with probability
-    1/2 (``scipy.stats.binomtest``). It compares two networks, not two recipes: two seeds
-    of one recipe already differ here (notebook 06). Recipes: ``compare_seeds``.
-    Returns: ``(only_a, only_b, p_value)``.
+    Returns ``(only_a, only_b, p_value)``: the images right for A alone, for B alone, and the
+    chance of so uneven a split if each went either way with probability 1/2. Two networks, not
+    two recipes: two seeds of one recipe already differ here. Recipes: ``compare_seeds``.
     """
     right_a, right_b = flags(right_a, "right_a"), flags(right_b, "right_b")
     if right_a.shape != right_b.shape or right_a.ndim != 1:
@@ -99,31 +88,25 @@ def flags(values, name: str = "flags") -> np.ndarray:
 
 @dataclass(frozen=True)
 class SeedComparison:
-    """Recipe A against recipe B, each trained with several seeds: Welch's t over the seeds' accuracies."""
+    """Recipe A against recipe B, each trained with several seeds: Welch's t over the seeds' accuracies.
 
-    mean_a: float
-    mean_b: float
-    sd_a: float  # standard deviation over A's seeds
-    sd_b: float
-    n_a: int
-    n_b: int
-    difference: float  # mean_a - mean_b
+    ``low``, ``high``, ``p_value``, ``detectable``: NaN when no seed of either recipe differs from the others.
+    """
+
+    difference: float  # the mean of A's seeds - the mean of B's
     low: float  # confidence interval of the difference
     high: float
     p_value: float
     detectable: float  # the smallest true difference these seeds find 80% of the time (two-sided, 5%)
-    # low, high, p_value, detectable: NaN when no seed of either recipe differs from the others
 
 
 def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
     """Is recipe A better than recipe B? Compare their seeds' accuracies with Welch's t (``scipy.stats``).
 
-    Each recipe's seeds are independent trainings; the question is about training's
-    randomness, so the seeds, not the test images, are the samples. Welch's t does not
-    assume the two recipes vary alike. ``detectable`` says how large a difference this
-    many seeds can find (power 80%): a difference below it going unseen is no evidence that
-    there is none.
-    Args: ``a``, ``b``: one number per seed (e.g. validation accuracies), at least 2 each.
+    ``a``, ``b``: one number per seed (e.g. validation accuracies), at least 2 each. The question is
+    about training's randomness, so the seeds, not the test images, are the samples; Welch's t does
+    not assume the two recipes vary alike. A difference below ``detectable`` going unseen is no
+    evidence that there is none.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
@@ -133,22 +116,19 @@ def compare_seeds(a, b, confidence: float = 0.95) -> SeedComparison:
     test = stats.ttest_ind(a, b, equal_var=False)
     interval = test.confidence_interval(confidence)
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    df = test.df
-    detectable = (stats.t.ppf(1 - (1 - confidence) / 2, df) + stats.t.ppf(0.8, df)) * se
+    detectable = (stats.t.ppf(1 - (1 - confidence) / 2, test.df) + stats.t.ppf(0.8, test.df)) * se
     if se == 0:  # every seed of both recipes scored the same: no spread to measure a difference against
-        low = high = p_value = detectable = math.nan
-    else:
-        low, high, p_value = float(interval.low), float(interval.high), float(test.pvalue)
-    return SeedComparison(mean_a=float(a.mean()), mean_b=float(b.mean()), sd_a=float(a.std(ddof=1)),
-                          sd_b=float(b.std(ddof=1)), n_a=len(a), n_b=len(b), difference=float(a.mean() - b.mean()),
-                          low=low, high=high, p_value=p_value, detectable=float(detectable))
+        return SeedComparison(float(a.mean() - b.mean()), math.nan, math.nan, math.nan, math.nan)
+    return SeedComparison(difference=float(a.mean() - b.mean()), low=float(interval.low), high=float(interval.high),
+                          p_value=float(test.pvalue), detectable=float(detectable))
 
 
-def check_probabilities(y_true, probabilities):
-    """(labels, probabilities) as calibration needs them: (N,) ids, and (N, n_classes) rows of probabilities.
+def reliability_bins(y_true, probabilities, n_bins: int = 15):
+    """Confidence (the top probability) binned into ``n_bins`` equal-width bins on (0, 1].
 
-    Refuses scores that are not probabilities (logits, percentages: values outside [0, 1],
-    or rows that do not sum to 1): calibration measured on them means nothing.
+    Returns (mean confidence, accuracy, count) per bin, NaN where a bin is empty: the
+    points of a reliability diagram. A calibrated model has accuracy = confidence. Refuses
+    scores that are not probabilities (logits, percentages): calibration measured on them means nothing.
     """
     y_true, p = normalize_labels(y_true, "y_true", n_classes=None), np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(y_true) or p.shape[1] < 2:
@@ -161,16 +141,6 @@ def check_probabilities(y_true, probabilities):
         raise ValueError("probabilities must be in [0, 1] with rows summing to 1 (a softmax output); got values from "
                          f"{np.nanmin(p):.3g} to {np.nanmax(p):.3g}, row sums up to {np.nanmax(p.sum(axis=1)):.3g}: "
                          "apply keras.ops.softmax to scores or logits first")
-    return y_true, p
-
-
-def reliability_bins(y_true, probabilities, n_bins: int = 15):
-    """Confidence (the top probability) binned into ``n_bins`` equal-width bins on (0, 1].
-
-    Returns (mean confidence, accuracy, count) per bin, NaN where a bin is empty: the
-    points of a reliability diagram. A calibrated model has accuracy = confidence.
-    """
-    y_true, p = check_probabilities(y_true, probabilities)
     confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y_true)
     which = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
     count = np.bincount(which, minlength=n_bins)
@@ -183,8 +153,7 @@ def reliability_bins(y_true, probabilities, n_bins: int = 15):
 def expected_calibration_error(y_true, probabilities, n_bins: int = 15) -> float:
     """ECE: the gap |accuracy - confidence| of each bin, weighted by its share of the samples.
 
-    Ours: neither scipy nor scikit-learn has it (scikit-learn's ``calibration_curve`` is for
-    binary classifiers).
+    Ours: neither scipy nor scikit-learn has it (``calibration_curve`` is for binary classifiers).
     """
     conf, acc, count = reliability_bins(y_true, probabilities, n_bins)
     filled = count > 0
@@ -193,10 +162,7 @@ def expected_calibration_error(y_true, probabilities, n_bins: int = 15) -> float
 
 def roc_auc(scores, positives) -> float:
     """Area under the ROC curve (``sklearn.metrics.roc_auc_score``): the chance that a random positive
-    scores above a random negative.
-
-    Used with uncertainty as the score and wrong predictions as the positives: 0.5 flags
-    errors no better than chance, 1.0 ranks every error above every right answer.
+    scores above a random negative (with errors as positives: 0.5 chance, 1.0 every error ranked first).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -219,12 +185,8 @@ def time_to_reach(record, val_loss: float):
     """
     if not math.isfinite(val_loss):
         raise ValueError(f"val_loss must be a finite target, got {val_loss}")
-    elapsed = 0.0
-    for epoch, (loss, seconds) in enumerate(zip(record.history["val_loss"], record.history["epoch_seconds"]), 1):
-        elapsed += seconds
-        if loss <= val_loss:
-            return epoch, elapsed
-    return None, None
+    epoch = next((i for i, loss in enumerate(record.history["val_loss"], 1) if loss <= val_loss), None)
+    return (epoch, sum(record.history["epoch_seconds"][:epoch])) if epoch else (None, None)
 
 
 def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict | None = None,
@@ -233,12 +195,9 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
 
     Args:
         groups: ``{variant: [RunRecord, ...]}``, named as ``VARIANT_NAMES`` says.
-        reference: the variant the others are measured against: the difference of the mean
-            ``key`` (points), its 95% confidence interval across seeds and its p-value
-            (Welch's t, ``metrics.compare_seeds``), and the smallest difference these seeds
-            would detect.
-        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
-            adds seconds per epoch and seconds to the best epoch (best epoch x seconds).
+        reference: the variant the others are measured against (``compare_seeds``: the difference
+            of the mean ``key`` in points, its 95% interval, its p-value, what these seeds detect).
+        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``).
     """
     name = {"valid_accuracy": "valid acc", "test_accuracy": "test acc"}.get(key, key)
     rows = []
@@ -279,9 +238,8 @@ def summary_line(records, key: str = "valid_accuracy") -> str:
 def series_table(series: dict, seconds_per_epoch: dict, n_test: int) -> pd.DataFrame:
     """Every final model of the series in numbers, one row per variant (``VARIANT_NAMES``).
 
-    Seconds per epoch are the side-by-side timings given (``training.time_alone``), and the
-    one time column, ``seconds_to_best``, is the mean best epoch times them; the test
-    interval is a 95% Wilson interval over ``n_test`` images.
+    ``seconds_to_best``: the mean best epoch times the side-by-side timings (``training.time_alone``);
+    the test interval: 95% Wilson over ``n_test`` images.
     """
     rows = []
     for variant, records in series.items():

@@ -25,26 +25,20 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
         n_hidden, n_neurons: depth and width of the hidden stack.
         activation, initializer: Keras names, e.g. ``"selu"`` and ``"lecun_normal"``, or an
             initializer object. Each layer gets its own copy with its own seed: one seeded
-            Keras initializer returns the same values at every call, which would give all
-            layers one identical kernel.
+            Keras initializer returns the same values at every call.
         batch_norm: a BatchNormalization before every hidden activation; the Dense layers
-            then have no bias (BN subtracts the batch mean, which would cancel any bias; its
-            own learned offset, beta, takes the bias's place).
+            then have no bias (BN's learned offset, beta, takes its place).
         input_batch_norm: a BatchNormalization right after Flatten, on the inputs, as the
             published solution has; default: the same as ``batch_norm``.
         alpha_dropout: rate of AlphaDropout. Only with SELU and LeCun normal init: it is
             built to keep SELU's mean and variance, which plain dropout breaks.
         alpha_dropout_where: ``"output"``, one AlphaDropout before the output layer (the
             published solution's choice), or ``"hidden"``, one after every hidden layer.
-        random_flip: a ``keras.layers.RandomFlip("horizontal")`` first: in training, each
-            image is mirrored left-right with probability 1/2 (a mirrored truck is still a
-            truck); at inference (validation, test, ``predict``) it does nothing.
-        seed: clears the Keras session and seeds Python, NumPy and the backend, and gives
-            every initializer, dropout and flip layer a seed of its own drawn from it: the
-            same seed gives the same network whatever other threads of the process draw
-            from Python's global random state (a Dask worker's do). None: Keras' defaults.
-    Returns:
-        ``keras.Sequential``, softmax output of ``n_classes``.
+        random_flip: a ``RandomFlip("horizontal")`` first: each training image mirrored with
+            probability 1/2; at inference it does nothing.
+        seed: clears the Keras session, seeds Python, NumPy and the backend, and gives every
+            initializer, dropout and flip layer a seed of its own drawn from it: the same seed
+            gives the same network whatever other threads draw. None: Keras' defaults.
     """
     if n_hidden < 1 or n_neurons < 1:
         raise ValueError(f"n_hidden and n_neurons must be positive, got {n_hidden}, {n_neurons}")
@@ -95,14 +89,6 @@ def build_dnn(n_hidden: int = 20, n_neurons: int = 100, activation: str = "swish
 _ALIASES = {"silu": "swish"}  # Keras 3 names Swish by its other name, SiLU
 
 
-def _is_input_bn(model, layer):
-    """A BatchNormalization right after the Flatten, on the inputs."""
-    layers = model.layers
-    i = layers.index(layer)
-    return (isinstance(layer, keras.layers.BatchNormalization) and i > 0
-            and isinstance(layers[i - 1], keras.layers.Flatten))
-
-
 def describe(model: keras.Model) -> dict:
     """The architecture as a small dict for Run records, read off the layers themselves."""
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
@@ -110,14 +96,16 @@ def describe(model: keras.Model) -> dict:
     acts = [l for l in model.layers if isinstance(l, keras.layers.Activation)]
     activation = (acts[0].activation if acts else hidden[0].activation) if hidden else None
     dropout = [l for l in model.layers if isinstance(l, keras.layers.AlphaDropout)]
+    input_bn = [b for a, b in zip(model.layers, model.layers[1:])  # right after the Flatten, on the inputs
+                if isinstance(a, keras.layers.Flatten) and isinstance(b, keras.layers.BatchNormalization)]
     return {
         "n_hidden": len(hidden),
         "n_neurons": hidden[0].units if hidden else None,
         "activation": _ALIASES.get(name := getattr(activation, "__name__", str(activation)), name),
         "initializer": type(hidden[0].kernel_initializer).__name__ if hidden else None,
-        "batch_norm": any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers[1:]
-                          if not _is_input_bn(model, l)),
-        "input_batch_norm": any(_is_input_bn(model, l) for l in model.layers),
+        "batch_norm": any(isinstance(l, keras.layers.BatchNormalization) and l not in input_bn
+                          for l in model.layers[1:]),
+        "input_batch_norm": bool(input_bn),
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
         # how many AlphaDropout layers (1: before the output; one per hidden layer), only when there are any
         **({"alpha_dropout_layers": len(dropout)} if dropout else {}),

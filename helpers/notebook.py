@@ -1,17 +1,13 @@
 """The setup cell every notebook starts with: the backend, the style, the mode, seed and versions printed.
 
-Import this module before Keras. It chooses Keras' backend when ``KERAS_BACKEND`` is not
-set: JAX, the faster one on a CPU (``benchmarks/README.md``), or TensorFlow, with one line
-saying so, when JAX is not installed. And it imports TensorFlow first with its C++
-start-up log held back (Keras loads TensorFlow for some utilities even under JAX, and
-those lines would otherwise land in the output of whichever cell triggered it); if that
-import fails, the log is printed with the error. TensorFlow's C++ log stays at fatal
-errors only, and its Python log at errors: it would otherwise warn, in every cell that
-trains, that a function was traced again (each new network compiles its own).
+Import this module before Keras. Unless ``KERAS_BACKEND`` is set, it chooses JAX (faster on a CPU),
+or TensorFlow when JAX is not installed. It imports TensorFlow first with its start-up log held back
+(Keras loads it even under JAX), shown only if the import fails; after that, TensorFlow logs errors only.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -37,18 +33,13 @@ def _import_tensorflow_quietly():
         os.dup2(log.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
-        except ModuleNotFoundError as e:
-            if e.name != "tensorflow":  # installed, but broken
-                _show_log(saved, log, e)
-            # not installed: optional under JAX
         except BaseException as e:
-            _show_log(saved, log, e)
+            if not (isinstance(e, ModuleNotFoundError) and e.name == "tensorflow"):  # not installed: optional under JAX
+                _show_log(saved, log, e)
         finally:
             os.dup2(saved, 2)
             os.close(saved)
     if "tensorflow" in sys.modules:  # its Python warnings about retraced functions: noise here
-        import logging
-
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
@@ -72,7 +63,6 @@ from helpers import config, plotting, training  # noqa: E402
 def show(function):
     """The source of ``function``, highlighted: the Keras under a helper, without leaving the notebook."""
     import inspect
-
     from IPython.display import Code
 
     return Code(inspect.getsource(function), language="python")
@@ -88,9 +78,8 @@ def setup(settings=None):
     print(f"mode: {settings.mode} ({note})")
     print(f"seeds: {config.SEARCH_SEED} for searches, {', '.join(map(str, config.SEEDS))} for final models; "
           f"batch size {settings.batch_size}, at most {settings.max_epochs} epochs, patience {settings.patience}")
-    machine = v.pop("machine")
-    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    print(f"machine: {machine}")
+    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "machine"))
+    print(f"machine: {v['machine']}")
     folder = settings.results_dir
     shown = folder.relative_to(config.PROJECT_ROOT) if folder.is_relative_to(config.PROJECT_ROOT) else folder
     print(f"results folder: {shown}/")

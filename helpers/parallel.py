@@ -1,19 +1,14 @@
 """Train several networks at once (seeds, rate brackets, grids) with ``joblib.Parallel``.
 
-Each network is one ``training.train`` call in a worker process: joblib's default
-backend (loky) on this machine, or any other joblib backend the caller chooses, a Dask
-cluster included (README, "More networks than one machine")::
-
-    with joblib.parallel_config(backend="dask"):
-        many = train_many(build, data, runs)
-
+Each network is one ``training.train`` call in a worker process: joblib's default backend
+(loky) on this machine, or any other the caller chooses, a Dask cluster included (README,
+"More networks than one machine"): ``with joblib.parallel_config(backend="dask"): ...``.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import json
-import shutil
 import sys
 import tempfile
 import threading
@@ -24,22 +19,19 @@ from pathlib import Path
 
 import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
+from tqdm import tqdm
 
 from helpers import config
 
 
 @dataclass(frozen=True)
 class Run:
-    """One network to train: its record's name, its seed, its learning rate, options of its build.
-
-    ``options`` go to ``build_model(seed, **options)``: a variant of the architecture (a
-    dropout rate, say) trained beside the others.
-    """
+    """One network to train: its record's name, its seed, its learning rate, options of its build."""
 
     variant: str
     seed: int = config.SEED
     learning_rate: object = None  # None: train_many's learning_rate
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # build_model(seed, **options): a variant of the architecture
 
 
 @dataclass(frozen=True)
@@ -61,11 +53,7 @@ class ManyRuns:
         raise KeyError(f"no record {variant!r}: it failed ({sorted(self.failures)} did) or was not asked for")
 
     def model(self, variant: str):
-        """The trained network of ``variant``: built as it was trained, its trained weights set.
-
-        The networks trained in worker processes; this builds one here. A network built by
-        hand (``build_model(seed)``) is untrained: use this instead.
-        """
+        """The trained network of ``variant``, built as it was trained (one built by hand is untrained)."""
         record = self.record(variant)
         run = next(r for r in self.runs if r.variant == variant)
         model = self.build_model(record.config["seed"], **run.options)
@@ -75,24 +63,19 @@ class ManyRuns:
 
 def train_many(build_model, data, runs, *, learning_rate=None, compile_model=None, n_jobs: int | None = None,
                verbose: int = 1, **train_kwargs) -> ManyRuns:
-    """Train one network per ``Run`` with ``joblib.Parallel``; return their records.
+    """Train one network per ``Run`` with ``joblib.Parallel``; return their records (``ManyRuns``).
 
     Args:
         build_model: ``build_model(seed, **run.options)`` returns a fresh, uncompiled model
             (a lambda is fine: joblib sends it to the workers with cloudpickle).
         runs: ``Run`` objects, or variant names for the default seed; names must be unique.
-        learning_rate: the rate of runs that do not set their own.
-        compile_model: ``compile_model(model, rate)``; default ``training.compile_model``.
-        n_jobs: trainings at a time; default one per core (capped by ``CIFAR10_WORKERS``),
-            or, inside ``joblib.parallel_config(n_jobs=...)``, what it says. 1 trains one
-            after another in this process.
-        verbose: 1 one progress bar for all (epochs done), then one line per network;
-            2 also one line per epoch; 0 only failures.
+        learning_rate, compile_model: the rate of runs that set none; ``compile_model(model, rate)``.
+        n_jobs: trainings at a time; default one per core (capped by ``CIFAR10_WORKERS``), or
+            what ``joblib.parallel_config(n_jobs=...)`` says; 1: one after another, here.
+        verbose: 1 one bar of the epochs done, then a line per network; 2 also a line per epoch; 0 only failures.
         train_kwargs: ``training.train``'s keywords (max_epochs, patience, batch_size, ...),
             except ``seed`` (each Run has its own). Checked before any worker starts.
-    Returns:
-        ``ManyRuns``. A network that fails is reported in ``failures`` and printed; the
-        others' records are kept.
+    A network that fails is reported in ``failures`` and printed; the others' records are kept.
     """
     from helpers import training
 
@@ -100,26 +83,21 @@ def train_many(build_model, data, runs, *, learning_rate=None, compile_model=Non
     runs = [r if r.learning_rate is not None else dataclasses.replace(r, learning_rate=learning_rate) for r in runs]
     _check(build_model, runs, train_kwargs, training.train)
     max_epochs = training.resolve_lengths(config.SETTINGS, train_kwargs.get("max_epochs"), 1, 1)[0]
-    configured = joblib.parallel.get_active_backend()[1]
-    n_jobs = n_jobs or configured or config.max_workers() or -1
-    folder = Path(tempfile.mkdtemp(prefix="train_many-"))
-    start = time.perf_counter()
-    jobs = (joblib.delayed(_train_one)(build_model, compile_model, data, run, train_kwargs, folder / f"{i}.jsonl")
-            for i, run in enumerate(runs))
-    outcomes = {}
-    try:
-        with _Progress(folder, [r.variant for r in runs], max_epochs, verbose, n_jobs) as progress:
-            try:
-                for variant, outcome in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
-                    outcomes[variant] = outcome
-                    progress.finished(variant, outcome)
-            except TerminatedWorkerError as e:  # joblib stops the whole call when a worker dies
-                for run in runs:
-                    outcomes.setdefault(run.variant, f"{type(e).__name__}: a worker process died (killed, or out of "
-                                                     "memory) before this network finished; call train_many again: "
-                                                     "each network resumes from its last backup")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    n_jobs = n_jobs or joblib.parallel.get_active_backend()[1] or config.max_workers() or -1
+    start, outcomes = time.perf_counter(), {}
+    with tempfile.TemporaryDirectory(prefix="train_many-", ignore_cleanup_errors=True) as folder, \
+            _Progress(Path(folder), [r.variant for r in runs], max_epochs, verbose, n_jobs) as progress:
+        jobs = (joblib.delayed(_train_one)(build_model, compile_model, data, run, train_kwargs, f"{folder}/{i}.jsonl")
+                for i, run in enumerate(runs))
+        try:
+            for variant, outcome in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+                outcomes[variant] = outcome
+                progress.finished(variant, outcome)
+        except TerminatedWorkerError as e:  # joblib stops the whole call when a worker dies
+            for run in runs:
+                outcomes.setdefault(run.variant, f"{type(e).__name__}: a worker process died (killed, or out of "
+                                                 "memory) before this network finished; call train_many again: "
+                                                 "each network resumes from its last backup")
     failures = {r.variant: outcomes[r.variant] for r in runs if isinstance(outcomes[r.variant], str)}
     for variant, message in failures.items():
         print(f"[{variant}] FAILED: {message.strip().splitlines()[-1]}", flush=True)
@@ -163,13 +141,20 @@ def _train_one(build_model, compile_model, data, run, train_kwargs, lines):
     """In a worker: build, compile, train one network; ``(variant, (record, weights))`` or ``(variant, traceback)``."""
     try:
         from helpers import notebook  # noqa: F401  (in a fresh worker: the backend and a quiet TensorFlow first)
-        from helpers import callbacks, training
+        import keras
+        from helpers import training
+
+        def log_epoch(epoch, logs):  # one JSON line per epoch for _Progress; none on a machine without the folder
+            if Path(lines).parent.is_dir():
+                with open(lines, "a") as f:
+                    f.write(json.dumps({"variant": run.variant, "epoch": epoch + 1,
+                                        **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
 
         model = build_model(run.seed, **run.options)
         (compile_model or training.compile_model)(model, run.learning_rate)
         extra = {**(train_kwargs.get("extra_config") or {}), **({"build_options": run.options} if run.options else {})}
-        kwargs = {**train_kwargs, "extra_config": extra,
-                  "callbacks": [*train_kwargs.get("callbacks", ()), callbacks.EpochLines(lines, run.variant)]}
+        log = keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)
+        kwargs = {**train_kwargs, "extra_config": extra, "callbacks": [*train_kwargs.get("callbacks", ()), log]}
         record = training.train(model, data, run.variant, seed=run.seed, verbose=0, **kwargs)
         return run.variant, (record, model.get_weights())
     except Exception:
@@ -177,21 +162,18 @@ def _train_one(build_model, compile_model, data, run, train_kwargs, lines):
 
 
 class _Progress(threading.Thread):
-    """One bar of epochs done for all the networks, fed by the workers' ``EpochLines`` files."""
+    """One bar of epochs done for all the networks, fed by the lines ``_train_one`` writes."""
 
     def __init__(self, folder: Path, variants, max_epochs: int, verbose: int, n_jobs: int):
         super().__init__(daemon=True)
         self.folder, self.verbose, self.max_epochs = folder, verbose, max_epochs
         self.read, self.done, self.counted, self.lock, self.stop = {}, {}, {}, threading.Lock(), threading.Event()
-        self.bar = None
         if verbose:
-            from tqdm import tqdm
-
             how = ("one after another, here" if n_jobs == 1 else
                    f"with joblib ({type(joblib.parallel.get_active_backend()[0]).__name__})")
             print(f"training {len(variants)} network{'s' * (len(variants) > 1)} {how}", flush=True)
-            self.bar = tqdm(total=len(variants) * max_epochs, unit="epoch", file=sys.stdout, mininterval=1,
-                            ascii=True, bar_format="{l_bar}{bar:30}| {n_fmt}/{total_fmt} epochs [{elapsed}]")
+        self.bar = tqdm(total=len(variants) * max_epochs, unit="epoch", file=sys.stdout, mininterval=1, ascii=True,
+                        disable=not verbose, bar_format="{l_bar}{bar:30}| {n_fmt}/{total_fmt} epochs [{elapsed}]")
 
     def __enter__(self):
         self.start()
@@ -201,8 +183,7 @@ class _Progress(threading.Thread):
         self.stop.set()
         self.join()
         self._poll()
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
     def run(self):
         while not self.stop.wait(0.5):
@@ -221,7 +202,7 @@ class _Progress(threading.Thread):
                         self.bar.write(f"[{e['variant']}] epoch {e['epoch']}: loss {e.get('loss', nan):.4f}, val_loss "
                                        f"{e.get('val_loss', nan):.4f}, val_accuracy {100 * e.get('val_accuracy', nan):.2f}%",
                                        sys.stdout)
-                    if self.bar is not None and e["variant"] not in self.done:
+                    if e["variant"] not in self.done:
                         self.bar.update(1)
                         self.counted[e["variant"]] = self.counted.get(e["variant"], 0) + 1
 
@@ -229,11 +210,12 @@ class _Progress(threading.Thread):
         self._poll()
         with self.lock:
             self.done[variant] = outcome
-            if self.bar is not None and isinstance(outcome, str):
+            if isinstance(outcome, str):
                 self.bar.update(self.max_epochs - self.counted.get(variant, 0))  # a failure: its epochs are over
-            elif self.bar is not None:
-                record = outcome[0]
-                # early stopping: the epochs not needed; a resumed run: the epochs before its backup
-                self.bar.update(self.max_epochs - record.epochs + record.config.get("resumed_after_epoch", 0))
+                return
+            record = outcome[0]
+            # early stopping: the epochs not needed; a resumed run: the epochs before its backup
+            self.bar.update(self.max_epochs - record.epochs + record.config.get("resumed_after_epoch", 0))
+            if self.verbose:
                 self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
                                f"accuracy {100 * record.valid_accuracy:.2f}%", sys.stdout)

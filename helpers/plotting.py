@@ -32,6 +32,15 @@ VARIANT_COLORS = {
 OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0, "fontsize": "small"}
 
 
+def _finish(fig, legend_ax, title=None):
+    """The legend outside ``legend_ax``, ``title`` over the figure, the layout tightened."""
+    legend_ax.legend(**OUTSIDE)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def use_style():
     """The seaborn style all notebooks share."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -42,48 +51,33 @@ def color_of(variant: str, i: int = 0):
     return VARIANT_COLORS.get(variant_of(variant), sns.color_palette("dark", 10)[i % 10])
 
 
-def plot_learning_curves(records, metrics=("loss", "accuracy"), title=None, mark_best=True):
-    """Training (dashed) and validation (solid) curves of each run, one panel per metric.
-
-    Args:
-        records: one ``RunRecord`` or a list of them, overlaid.
-        metrics: history keys without the ``val_`` prefix.
-    Returns:
-        The matplotlib ``Figure``.
-    """
+def plot_learning_curves(records, title=None):
+    """Training (dashed) and validation (solid) loss and accuracy of one ``RunRecord`` or several, overlaid."""
     records = [records] if hasattr(records, "history") else list(records)
     if not records:
         raise ValueError("no runs to plot")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
+    for ax, metric in zip(axes[0], ("loss", "accuracy")):
         for i, r in enumerate(records):
             epochs = range(1, r.epochs + 1)
             c = color_of(r.variant, i)
             ax.plot(epochs, r.history[metric], "--", color=c, alpha=0.7, label=f"{name_of(r.variant)}, train")
             ax.plot(epochs, r.history[f"val_{metric}"], "-", color=c, label=f"{name_of(r.variant)}, valid")
-            if mark_best:
-                ax.plot(r.best_epoch, r.history[f"val_{metric}"][r.best_epoch - 1], "o", color=c)
+            ax.plot(r.best_epoch, r.history[f"val_{metric}"][r.best_epoch - 1], "o", color=c)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{metric} (cross-entropy, nats)" if metric == "loss" else f"{metric} (fraction)")
         ax.set_title(f"{metric}: train (dashed), validation (solid); dot: best epoch", fontsize="medium")
-    axes[0][-1].legend(**OUTSIDE)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes[0][-1], title)
 
 
-def plot_lr_finder(result, ax=None):
+def plot_lr_finder(result):
     """Smoothed loss against learning rate (log scale), the suggestion marked with its rule.
 
-    The loss axis starts at 0 and ends a little above chance level, ln 10 for ten classes
-    (marked), or the sweep's first loss: a drop of a few hundredths of a nat looks as small as
-    it is, not like a valley (a divergence runs off the top). The legend gives the drop. A
-    fallback result (the sweep could not suggest a rate) shows what the sweep recorded and says so.
+    The loss axis runs from 0 to a little above chance level (ln 10) or the sweep's first loss:
+    a drop of a few hundredths of a nat looks as small as it is, not like a valley.
     """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     chance = float(np.log(10))
     ax.axhline(chance, color="0.45", lw=0.8, ls="-.", label=f"chance level, ln 10 = {chance:.2f}")
     if len(result.smoothed) >= 2:
@@ -98,24 +92,15 @@ def plot_lr_finder(result, ax=None):
     else:
         ax.text(0.5, 0.5, "the sweep recorded no finite loss", transform=ax.transAxes, ha="center")
     ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggestion {result.suggestion:.2g}\n({result.rule})")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("training loss (cross-entropy, nats)")
-    ax.set_title(f"LR finder: {len(result.rates)} steps, {result.stopped}")
-    ax.legend(**OUTSIDE)
-    ax.figure.tight_layout()
-    return ax.figure
+    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss (cross-entropy, nats)",
+           title=f"LR finder: {len(result.rates)} steps, {result.stopped}")
+    return _finish(fig, ax)
 
 
 def plot_layer_stats(stats_by_name, title="Signal through the layers at initialization"):
-    """Per layer: the factor by which the activations' spread changes, their std, the gradient.
+    """Per layer of each ``{label: LayerStats}``: the change of the activations' spread, their std, the gradient.
 
-    The first panel shows each layer's std divided by the previous layer's: a network that
-    keeps its signal sits on 1, and a constant factor per layer is a flat line whose height
-    can be read, whatever the total change over 20 layers.
-
-    Args:
-        stats_by_name: ``{label: LayerStats}`` from ``helpers.diagnostics.layer_stats``.
+    A constant factor per layer is a flat line whose height can be read; 1: the signal is kept.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for i, (label, s) in enumerate(stats_by_name.items()):
@@ -132,24 +117,15 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
                                            "gradient norm of kernel (log scale)"),
                                     ("change of the spread per layer (1 = kept)", "spread of the activations",
                                      "gradient reaching each layer's kernel")):
-        ax.set_xlabel("hidden layer (1 = nearest the input)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(subtitle)
-        ax.set_yscale("log")
+        ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=ylabel, title=subtitle, yscale="log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes[2], title)
 
 
 def plot_activation_stats(stats, title="Activations of every hidden layer, validation images"):
     """Mean and std of each hidden layer's activations against depth, for several networks and stages.
 
-    Args:
-        stats: ``{network: {stage: LayerStats}}``, e.g. ``{"SELU": {"at initialization": s0,
-            "trained": s1}}``; one colour per network, one line style per stage. Dotted lines
-            at mean 0 and std 1 mark what self-normalization aims for.
+    ``stats``: ``{network: {stage: LayerStats}}``, one colour per network, one line style per stage.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     styles = ["--", "-", ":", "-."]
@@ -161,26 +137,20 @@ def plot_activation_stats(stats, title="Activations of every hidden layer, valid
                         label=f"{network}, {stage}")
     for ax, ylabel, ref in zip(axes, ("mean of the activations", "std of the activations (log scale)"), (0.0, 1.0)):
         ax.axhline(ref, color="0.3", lw=0.8, ls=":")
-        ax.set_xlabel("hidden layer (1 = nearest the input)")
-        ax.set_ylabel(ylabel)
+        ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_title("mean (self-normalizing aims at 0)")
     axes[1].set_title("standard deviation (self-normalizing aims at 1)")
     axes[1].set_yscale("log")
-    axes[1].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes[1], title)
 
 
-def plot_validation_curves(groups, title="Validation curves", metric="val_accuracy", seconds_per_epoch=None):
-    """Each group of seeds against epochs and against seconds: the mean as a line, the seeds' range as a band.
+def plot_validation_curves(groups, title="Validation curves", seconds_per_epoch=None):
+    """Validation accuracy of each group of seeds against epochs and seconds: the mean a line, the range a band.
 
     Args:
-        groups: ``{variant: [RunRecord, ...]}`` (``"bn"``: the records of its seeds); named and
-            coloured as everywhere in the series (``results.VARIANT_NAMES``). Drawn up to the
-            epoch every seed reached (early stopping ends them at different epochs).
-        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``);
+        groups: ``{variant: [RunRecord, ...]}``, drawn up to the epoch every seed reached.
+        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``):
             the time axis is then epochs x these, comparable across notebooks and days;
             else each record's own epoch times.
     """
@@ -188,7 +158,7 @@ def plot_validation_curves(groups, title="Validation curves", metric="val_accura
     for i, (variant, records) in enumerate(groups.items()):
         records = list(records)
         n = min(r.epochs for r in records)
-        values = np.array([r.history[metric][:n] for r in records], dtype=np.float64)
+        values = np.array([r.history["val_accuracy"][:n] for r in records], dtype=np.float64)
         epochs = np.arange(1, n + 1)
         seconds = (epochs * seconds_per_epoch[variant] if seconds_per_epoch
                    else np.mean([np.cumsum(r.history["epoch_seconds"][:n]) for r in records], axis=0))
@@ -197,25 +167,20 @@ def plot_validation_curves(groups, title="Validation curves", metric="val_accura
             ax.plot(x, values.mean(axis=0), "-", color=c, lw=1.6,
                     label=f"{name_of(variant)}: mean of {len(records)} seeds")
             ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=c, alpha=0.2, lw=0)
-    name = {"val_accuracy": "validation accuracy (fraction)", "val_loss": "validation loss (nats)"}.get(metric, metric)
     axes[0].set_xlabel("epoch")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_xlabel("epochs x seconds per epoch, timed side by side (s)" if seconds_per_epoch
                        else "wall-clock time from the start of training (s)")
-    axes[0].set_ylabel(name)
+    axes[0].set_ylabel("validation accuracy (fraction)")
     axes[0].set_title("against epochs (line: mean; band: the seeds' range)", fontsize="medium")
     axes[1].set_title("against time", fontsize="medium")
-    axes[1].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes[1], title)
 
 
 def plot_training_curves(records, title="Training and validation, every epoch"):
     """Training loss, validation loss and validation accuracy of each run, three panels side by side.
 
-    What a failure looks like depends on all three together: a network whose training loss
-    falls while its validation loss climbs is learning, and something else is wrong.
+    A network whose training loss falls while its validation loss climbs is learning: what fails is elsewhere.
     """
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, r in enumerate(records):
@@ -225,23 +190,15 @@ def plot_training_curves(records, title="Training and validation, every epoch"):
             ax.plot(epochs, r.history[key], "-", color=c, label=r.variant)
     for ax, (name, unit) in zip(axes, (("training loss", "nats"), ("validation loss", "nats"),
                                       ("validation accuracy", "fraction"))):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{name} ({unit})")
-        ax.set_title(name)
+        ax.set(xlabel="epoch", ylabel=f"{name} ({unit})", title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes[2], title)
 
 
 def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum and the sum of squares"):
-    """Per layer, the mean over units of the sum of a unit's incoming weights and of their squares.
+    """Per layer of each ``{label: WeightSums}``: the mean over units of the incoming weights' sum and sum of squares.
 
-    Args:
-        sums: ``{label: WeightSums}`` from ``helpers.diagnostics.weight_sums``. Self-normalization
-            (Klambauer et al., 2017) is derived for sums near 0 and sums of squares near 1,
-            drawn as dotted lines.
+    Self-normalization is derived for 0 and 1 (dotted lines).
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     styles = ["--", "-", ":", "-."]
@@ -253,14 +210,10 @@ def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum
     for ax, ylabel, ref, subtitle in zip(axes, ("sum of a unit's incoming weights", "sum of their squares"),
                                          (0.0, 1.0), ("the sum (derived for 0)", "the sum of squares (derived for 1)")):
         ax.axhline(ref, color="0.3", lw=0.8, ls=":")
-        ax.set_xlabel("hidden layer (1 = nearest the input)")
-        ax.set_ylabel(f"{ylabel}: mean over units, bar = std")
-        ax.set_title(subtitle)
+        ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=f"{ylabel}: mean over units, bar = std",
+               title=subtitle)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes[1], title)
 
 
 def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of passes"):
@@ -277,14 +230,8 @@ def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of p
         ax.fill_between(ks, low, high, color=c_mc, alpha=0.2, label="95% interval (MC)")
         ax.axhline(det[0], color=c_det, lw=1.5, label="deterministic (dropout off)")
         ax.axhspan(det[1], det[2], color=c_det, alpha=0.12, label="95% interval (deterministic)")
-        ax.set_xscale("log")
-        ax.set_xlabel("MC passes averaged, k (log scale)")
-        ax.set_ylabel("accuracy (fraction)")
-        ax.set_title(name)
-    axes[0][-1].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+        ax.set(xscale="log", xlabel="MC passes averaged, k (log scale)", ylabel="accuracy (fraction)", title=name)
+    return _finish(fig, axes[0][-1], title)
 
 
 def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (test set)"):
@@ -298,13 +245,8 @@ def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (
         bins = np.linspace(np.min(score), np.max(score), 40)
         ax.hist(score[correct], bins=bins, alpha=0.6, density=True, label="right", color=sns.color_palette("colorblind")[2])
         ax.hist(score[~correct], bins=bins, alpha=0.6, density=True, label="wrong", color=sns.color_palette("colorblind")[3])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("density")
-        ax.set_title(name)
-    axes[0][-1].legend(**OUTSIDE)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+        ax.set(xlabel=xlabel, ylabel="density", title=name)
+    return _finish(fig, axes[0][-1], title)
 
 
 def plot_reliability(diagrams, title="Reliability diagram (test set)"):
@@ -320,20 +262,13 @@ def plot_reliability(diagrams, title="Reliability diagram (test set)"):
         keep = count > 0
         ax.plot(conf[keep], acc[keep], "o-", ms=4, color=sns.color_palette("colorblind")[i],
                 label=f"{label} (ECE {ece:.3f})")
-    ax.set_xlabel("confidence: top predicted probability (bin mean)")
-    ax.set_ylabel("accuracy in the bin (fraction)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(**OUTSIDE)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    ax.set(xlabel="confidence: top predicted probability (bin mean)", ylabel="accuracy in the bin (fraction)",
+           xlim=(0, 1), ylim=(0, 1), title=title)
+    return _finish(fig, ax)
 
 
 def plot_one_cycle(schedule, steps_per_epoch=None, title="1cycle: learning rate and momentum per iteration"):
-    """The rate and the momentum of a ``helpers.schedules.OneCycle`` against the iteration.
-
-    """
+    """The rate and the momentum of a ``helpers.schedules.OneCycle`` against the iteration."""
     steps = np.arange(schedule.total_steps + 1)
     fig, ax = plt.subplots(figsize=(9, 3.8))
     c_rate, c_mom = sns.color_palette("colorblind")[0], sns.color_palette("colorblind")[1]
@@ -352,10 +287,7 @@ def plot_one_cycle(schedule, steps_per_epoch=None, title="1cycle: learning rate 
 
 
 def save_figure(fig, name: str, settings=None):
-    """Save a figure for the README as ``results/figures/<name>.png``, in full mode only.
-
-    Returns the path, or None in quick mode (quick figures are never committed).
-    """
+    """Save a figure for the README as ``results/figures/<name>.png`` and return the path; None in quick mode."""
     settings = settings or config.SETTINGS
     if settings.mode != "full":
         return None

@@ -1,7 +1,6 @@
-"""Run records: one small JSON file per training run, written atomically.
+"""Run records: one small JSON file per training run, written atomically, readable with ``json.load`` alone.
 
-The top-level keys are fixed (docs/design.md, "The Run record") so that scripts and later
-notebooks can read a record with ``json.load`` alone, without importing ``helpers``.
+The top-level keys are fixed (docs/design.md, "The Run record").
 """
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ from helpers import config
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
-# One name per variant, the same in every table, legend and sentence of the series: the part of
-# the exercise first (a to f), then what changes. Keys are the records' names without "_seed1" ...
+# One name per variant in every table, legend and sentence: the part of the exercise (a to f), then what changes
 VARIANT_NAMES = {
     "baseline": "a-b: baseline",
     "input_bn": "c: inputs normalized only",
@@ -42,10 +40,8 @@ WRITTEN_BY = {"baseline": "02", "lr_grid": "02", "input_bn": "03", "bn_hidden": 
 
 def notebook_for(variant: str) -> str:
     """'notebook 03' for a record that notebook writes, else 'the notebook or script that trains it'."""
-    for prefix in sorted(WRITTEN_BY, key=len, reverse=True):
-        if variant.startswith(prefix):
-            return f"notebook {WRITTEN_BY[prefix]}"
-    return "the notebook or script that trains it"
+    prefix = max((p for p in WRITTEN_BY if variant.startswith(p)), key=len, default=None)
+    return f"notebook {WRITTEN_BY[prefix]}" if prefix else "the notebook or script that trains it"
 
 
 def variant_of(name: str) -> str:
@@ -78,9 +74,7 @@ class RunRecord:
     stopped: str  # "early_stopping", "max_epochs" or "nan"
     history: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
-    # the predicted class of each test image, as one digit each ("" if the test set was not evaluated):
-    # two models compared image by image (metrics.mcnemar), from their records alone
-    test_predictions: str = ""
+    test_predictions: str = ""  # one digit per test image ("": not evaluated), for metrics.mcnemar
 
     def test_predicted(self) -> np.ndarray:
         """The predicted class of each test image, as integers (empty if the test set was not evaluated)."""
@@ -95,17 +89,6 @@ class RunRecord:
         lengths = {len(self.history[k]) for k in HISTORY_KEYS}
         if lengths != {self.epochs}:
             raise ValueError(f"history lists must all have {self.epochs} entries, got lengths {lengths}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunRecord":
-        names = cls.__dataclass_fields__
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ValueError(f"unknown keys in run record: {sorted(unknown)}")
-        return cls(**d)
 
 
 def results_dir(mode: str | None = None) -> Path:
@@ -125,7 +108,7 @@ def write_json_atomic(path, obj) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True)
+            json.dump(obj, f, indent=1)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -140,7 +123,7 @@ def save_run(record: RunRecord, directory=None) -> Path:
     """Save to ``results/<variant>.json`` (quick mode: ``results/quick/``)."""
     path = record_path(record.variant, record.mode, directory)
     try:
-        return write_json_atomic(path, record.to_dict())
+        return write_json_atomic(path, asdict(record))
     except OSError as e:
         raise OSError(f"cannot write the Run record {path}: {e.strerror or e}. Make {path.parent} writable, or "
                       "save elsewhere with save_run(record, directory=...)") from e
@@ -154,35 +137,31 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
         raise FileNotFoundError(f"no run record {path}: first run {notebook_for(variant)}, which trains "
                                 f"{variant!r} in {mode or config.MODE} mode (README, 'Results')")
     try:
-        with open(path) as f:
-            content = json.load(f)
+        content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a valid Run record: not JSON, or cut short ({e}); {again} "
                          "(or delete the file)") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object; {again}")
-    optional = {"test_predictions"}  # added later; older records load without it
-    missing = sorted(set(RunRecord.__dataclass_fields__) - set(content) - optional)
+    fields = set(RunRecord.__dataclass_fields__)
+    missing = sorted(fields - set(content) - {"test_predictions"})  # added later; older records load without it
     if missing:
         raise ValueError(f"{path} lacks {missing}: a record of an older or other format; {again}")
     try:
-        return RunRecord.from_dict(content)
+        if set(content) - fields:
+            raise ValueError(f"unknown keys in run record: {sorted(set(content) - fields)}")
+        return RunRecord(**content)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path} is not a valid Run record: {e}; {again}") from None
 
 
-def summary_frame(records) -> pd.DataFrame:
-    """One row per run: the numbers a comparison table shows."""
-    cols = ["variant", "learning_rate", "epochs", "best_epoch", "valid_accuracy", "test_accuracy",
-            "seconds_per_epoch", "wall_time_to_best"]
-    return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
-
-
 def summary_table(records):
-    """``summary_frame`` as a reader scans it: rates in scientific notation, percentages, seconds with units."""
+    """One row per run, as a reader scans it: rates in scientific notation, percentages, seconds with units."""
     formats = {"learning_rate": "{:.2e}", "valid_accuracy": "{:.2%}", "test_accuracy": "{:.2%}",
                "seconds_per_epoch": "{:.2f} s", "wall_time_to_best": "{:.0f} s"}
-    return summary_frame(records).style.hide(axis="index").format(formats, na_rep="-")
+    cols = ["variant", "learning_rate", "epochs", "best_epoch", "valid_accuracy", "test_accuracy",
+            "seconds_per_epoch", "wall_time_to_best"]
+    return pd.DataFrame([asdict(r) for r in records], columns=cols).style.hide(axis="index").format(formats, na_rep="-")
 
 
 def seed_names(variant: str, seeds=None) -> list:
@@ -197,8 +176,7 @@ def load_seeds(variant: str, mode: str | None = None, directory=None) -> list:
 
 def load_search(prefix: str, mode: str | None = None, directory=None) -> list:
     """The records of a learning-rate search (``lr_finder.search_rates``' ``{prefix}_lr_{rate}``), by rate."""
-    folder = Path(directory or results_dir(mode))
-    names = [p.stem for p in folder.glob(f"{prefix}_lr_*.json")]
+    names = [p.stem for p in Path(directory or results_dir(mode)).glob(f"{prefix}_lr_*.json")]
     return sorted((load_run(name, mode, directory) for name in names), key=lambda r: r.learning_rate)
 
 
@@ -211,11 +189,7 @@ def load_json(name: str, mode: str | None = None) -> dict:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A frame as a GitHub markdown table, its index as the first column (for the README).
-
-    Cells are written as they are: format numbers before (pandas' ``to_markdown`` would need
-    the ``tabulate`` package).
-    """
+    """A frame as a GitHub markdown table, its index first, cells as they are (``to_markdown`` needs ``tabulate``)."""
     header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
     rows = [[str(i)] + [str(v) for v in row] for i, row in zip(frame.index, frame.itertuples(index=False))]
     cells = [header, ["---"] + ["---:"] * len(frame.columns), *rows]

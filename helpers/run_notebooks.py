@@ -5,13 +5,9 @@
     python -m helpers.run_notebooks 02                       # only the notebooks whose names contain "02"
     python -m helpers.run_notebooks --quick --backend tensorflow   # the series under TensorFlow
 
-Full mode writes the outputs into the notebooks themselves (what is committed); quick
-mode never touches them. The kernels inherit this process's environment, plus the mode,
-and the backend asked for here (this process's own environment
-stays as it was). A saved notebook keeps what a reader sees at the end: a progress bar
-that redrew itself in place is kept at its last state, and the metadata JupyterLab
-would fill in (kernel spec, language info) is filled in, so that opening a notebook
-does not mark it modified.
+The kernels get this process's environment plus the mode and backend asked for here. A saved
+notebook keeps what a reader sees at the end (a progress bar at its last state), and the metadata
+JupyterLab would fill in, so that opening it does not mark it modified.
 """
 from __future__ import annotations
 
@@ -28,29 +24,23 @@ NOTEBOOKS = PROJECT_ROOT / "notebooks"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
-def notebooks(selection=(), folder=None) -> list[Path]:
-    paths = sorted(Path(folder or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
-    if selection:
-        paths = [p for p in paths if any(s in p.name for s in selection)]
-    return paths
+def notebooks(selection=()) -> list[Path]:
+    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    return [p for p in paths if any(s in p.name for s in selection)] if selection else paths
 
 
 def last_state(text: str) -> str:
-    """Each line as it was last drawn: what follows its last carriage return (a progress bar's end)."""
-    lines = []
-    for line in text.split("\n"):
-        parts = [p for p in line.split("\r") if p.strip()]  # a bar cleared with spaces is no state
-        lines.append(parts[-1] if parts else "")
-    return "\n".join(lines)
+    """Each line as it was last drawn: what follows its last carriage return (a bar cleared with spaces is no state)."""
+    return "\n".join(([p for p in line.split("\r") if p.strip()] or [""])[-1] for line in text.split("\n"))
 
 
 def tidy_outputs(cell) -> None:
     """Adjacent stream outputs of one stream merged, and each line kept at its last drawn state."""
     outputs = []
     for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream" and outputs and outputs[-1].get("output_type") == "stream" \
-                and outputs[-1].get("name") == out.get("name"):
-            outputs[-1]["text"] += out["text"]
+        last = outputs[-1] if outputs else {}
+        if out.get("output_type") == last.get("output_type") == "stream" and out.get("name") == last.get("name"):
+            last["text"] += out["text"]
         else:
             outputs.append(out)
     for out in outputs:
@@ -63,13 +53,11 @@ class NotebookFailed(RuntimeError):
     """A cell raised: the message names the notebook, the cell and the error, and where the partial outputs are."""
 
 
-def execute(path: Path, out: Path, bar=None, env: dict | None = None, failed_dir: Path | None = None) -> float:
-    """Run every cell of ``path`` in a fresh kernel, write the result to ``out``; seconds.
+def execute(path: Path, out: Path, on_cell=None, env: dict | None = None, failed_dir: Path | None = None) -> float:
+    """Run every cell of ``path`` in a fresh kernel (``env``: its environment), write the result to ``out``; seconds.
 
-    ``env``: the kernel's environment (default: this process's), e.g. with CIFAR10_MODE set.
-    A cell that raises stops the run: the notebook as far as it got, its outputs and the
-    error included, goes to ``failed_dir`` (default: ``failed/`` beside ``out``; never over
-    ``out``, which keeps its last good run), and ``NotebookFailed`` says where.
+    A cell that raises stops the run: the notebook as far as it got goes to ``failed_dir``
+    (default: ``failed/`` beside ``out``, which keeps its last good run), and ``NotebookFailed`` says where.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -95,8 +83,8 @@ def execute(path: Path, out: Path, bar=None, env: dict | None = None, failed_dir
                                      f"the outputs so far are in {partial}") from None
             if cell.cell_type == "code":
                 tidy_outputs(cell)
-            if bar is not None:
-                bar.update(1)
+            if on_cell is not None:
+                on_cell()
     seconds = time.perf_counter() - start
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nbformat.write(nb, out)
@@ -104,6 +92,7 @@ def execute(path: Path, out: Path, bar=None, env: dict | None = None, failed_dir
 
 
 def main(argv=None) -> int:
+    import nbformat
     from tqdm import tqdm
 
     parser = argparse.ArgumentParser(prog="python -m helpers.run_notebooks", description=__doc__.split("\n")[0])
@@ -116,35 +105,23 @@ def main(argv=None) -> int:
     if not paths:
         print(f"no notebook matches {args.select}", file=sys.stderr)
         return 1
-    # the kernels' environment only: this process's own stays as it was (a test that calls
-    # main() must not switch later notebook tests to full mode)
-    env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full"}
-    if args.backend:
-        env["KERAS_BACKEND"] = args.backend
+    # the kernels' environment only: a test that calls main() must not switch later notebook tests to full mode
+    env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full",
+           **({"KERAS_BACKEND": args.backend} if args.backend else {})}
     out_dir = config.settings_for("quick").results_dir / "notebooks" if args.quick else paths[0].parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    import nbformat
-
     cells = [len(nbformat.read(p, as_version=4).cells) for p in paths]
     times = {}
-    with tqdm(total=sum(cells), desc="series", position=0) as overall:
-        for path, n in zip(paths, cells):
-            with tqdm(total=n, desc=path.stem[:28], position=1, leave=False) as bar:
-                class Both:
-                    @staticmethod
-                    def update(k):
-                        bar.update(k)
-                        overall.update(k)
-
-                try:
-                    times[path.name] = execute(path, out_dir / path.name, Both, env,
-                                               failed_dir=config.settings_for("quick").results_dir / "failed")
-                except NotebookFailed as e:
-                    bar.close()
-                    overall.close()
-                    print(f"FAILED: {e}", file=sys.stderr)
-                    return 1
-            tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
+    try:
+        with tqdm(total=sum(cells), desc="series", position=0) as overall:
+            for path, n in zip(paths, cells):
+                with tqdm(total=n, desc=path.stem[:28], position=1, leave=False) as bar:
+                    times[path.name] = execute(path, out_dir / path.name, lambda: (bar.update(1), overall.update(1)),
+                                               env, failed_dir=config.settings_for("quick").results_dir / "failed")
+                tqdm.write(f"{path.name}: {times[path.name]:.0f} s")
+    except NotebookFailed as e:  # the bars closed first
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
     total = sum(times.values())
     backend = f", KERAS_BACKEND={env['KERAS_BACKEND']}" if env.get("KERAS_BACKEND") else ""
     print(f"{len(times)} notebooks, {env['CIFAR10_MODE']} mode{backend}: "

@@ -1,18 +1,12 @@
 """1cycle: the learning rate and the momentum, per iteration, applied inside the compiled step.
 
-Smith (2018), "A disciplined approach to neural network hyper-parameters": over one cycle
-the rate climbs linearly from ``peak / start_divisor`` to ``peak`` (the first
-``(1 - final_fraction) / 2`` of the steps), comes back down to where it started (the same
-number of steps), then anneals to far below its start in a short final phase. The
-momentum moves the other way: high while the rate is low, low while it is high.
-
-Both are functions of the optimizer's iteration counter, read inside the compiled train
-step, so they change at every step under ``fit``, on every backend, however many steps
-run per call (``steps_per_execution``). The common alternative, a callback that assigns ``optimizer.learning_rate``
-or ``optimizer.beta_1`` between batches, fails silently for the momentum: ``beta_1`` is a
-Python float, read once when the step is traced and baked into the compiled code
-(notebook 06 shows it). Here the optimizer's ``beta_1`` is itself computed from the
-iteration counter (``ScheduledNadam``).
+Smith (2018), "A disciplined approach to neural network hyper-parameters": the rate climbs
+linearly from ``peak / start_divisor`` to ``peak``, comes back down as many steps, then anneals
+far below its start; the momentum moves the other way. Both are functions of the optimizer's
+iteration counter, read inside the compiled step, so they change at every step on every backend,
+however many steps run per call. A callback that assigns ``optimizer.beta_1`` between batches
+fails silently: ``beta_1`` is a Python float, baked into the compiled code when the step is
+traced (notebook 06 shows it). Here ``beta_1`` is computed from the counter (``ScheduledNadam``).
 """
 from __future__ import annotations
 
@@ -40,8 +34,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """The 1cycle rate as a schedule of the step; ``momentum`` gives the matching momentum.
 
     Args:
-        peak_learning_rate: the maximum rate, reached at the end of the warm-up (chosen
-            with the LR finder: near the steepest descent of the loss, below where it blows up).
+        peak_learning_rate: the maximum rate, reached at the end of the warm-up.
         total_steps: steps of the whole training (epochs x ``steps_per_epoch``).
         start_divisor: the rate starts (and ends its second phase) at ``peak / start_divisor``.
         final_divisor: the last phase anneals to ``start / final_divisor``.
@@ -121,10 +114,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 class ScheduledNadam(keras.optimizers.Nadam):
     """Nadam whose ``beta_1`` follows ``momentum_schedule(iterations)``, read inside the step.
 
-    Keras' Nadam reads ``self.beta_1`` in its update (and in its running product of
-    momentum factors); making that attribute a function of the iteration counter is what
-    lets the momentum change at every compiled step. Assigning ``beta_1`` from outside
-    is refused: it would be the silent no-op this class exists to replace.
+    Keras' Nadam reads ``self.beta_1`` in its update: a function of the iteration counter there changes
+    the momentum at every compiled step. Assigning ``beta_1`` is refused: it would be a silent no-op.
     """
 
     def __init__(self, learning_rate, momentum_schedule, **kwargs):

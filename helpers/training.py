@@ -1,12 +1,9 @@
 """Compile and train a Keras model: ``model.fit`` with early stopping, a resume after a kill, a Run record.
 
-``compile_model`` is Nadam, the loss and accuracy, with the speed-ups ``fit`` offers;
 ``train`` is ``model.fit`` with Keras' callbacks (``EarlyStopping``, ``TerminateOnNaN``,
-``TensorBoard``) and three small ones of ours (``helpers.callbacks``: a batch order that
-a resumed run draws again, the epochs' wall times, and a ``BackupAndRestore`` that keeps
-all the state an exact resume needs). It returns a ``RunRecord``: what ``fit``'s
-``History`` says, plus the best epoch, the test accuracy, the times, the data's origin
-and the versions. Notebook 02 shows its source.
+``TensorBoard``) and three small ones of ours (``helpers.callbacks``). It returns a ``RunRecord``:
+what ``fit``'s ``History`` says, plus the best epoch, the test accuracy, the times, the data's
+origin and the versions. Notebook 02 shows its source.
 """
 from __future__ import annotations
 
@@ -41,13 +38,9 @@ def compile_model(model: keras.Model, learning_rate, beta_1=0.9, beta_2: float =
 
     Nadam is Adam with Nesterov momentum: each weight moves by a running mean of its
     gradients (momentum, weighted by ``beta_1``) divided by the root of a running mean of
-    their squares (``beta_2``), looking one momentum step ahead.
-
-    Args:
-        learning_rate: a float or a ``LearningRateSchedule`` (LR finder, 1cycle).
-            Keras 3 spells it ``learning_rate``; ``Nadam(lr=...)`` is an error.
-        beta_1: Nadam's momentum: a float, or a schedule with a ``momentum(step)`` method
-            (``helpers.schedules.OneCycle``), then read from the iteration counter at every step.
+    their squares (``beta_2``), looking one momentum step ahead. ``learning_rate``: a float or
+    a ``LearningRateSchedule``; ``beta_1``: a float, or a schedule with a ``momentum(step)`` method
+    (``helpers.schedules.OneCycle``), read from the iteration counter at every step.
     """
     check_learning_rate(learning_rate)
     if hasattr(beta_1, "momentum"):
@@ -77,11 +70,8 @@ def check_learning_rate(learning_rate):
 def check_data(model: keras.Model, data, batch_size: int | None = None):
     """Refuse data a model cannot train on, with a message that says what to do; returns it, labels flattened.
 
-    Each of the train, validation and test sets: images of the model's input shape,
-    scaled or standardized floats, finite (``data.check_images``); as many labels as images
-    and, for a classifier (more than one output), class ids within the model's classes, of
-    shape (N,) or (N, 1), flattened here as ``fit`` would read them (``data.normalize_labels``).
-    And a batch no larger than the training set.
+    Each set through ``data.check_images`` and ``data.normalize_labels`` (for a classifier: more
+    than one output); and a batch no larger than the training set.
     """
     expected, n_classes = tuple(model.input_shape[1:]), model.output_shape[-1]
     checked = {}
@@ -99,11 +89,7 @@ def check_data(model: keras.Model, data, batch_size: int | None = None):
 
 
 def evaluate(model: keras.Model, x, y, batch_size: int = EVAL_BATCH_SIZE):
-    """(loss, accuracy) of a compiled ``model`` on ``(x, y)``: ``model.evaluate``, inputs checked first.
-
-    Labels of shape (N,) and (N, 1) give the same numbers; raw uint8 pixels, one-hot or
-    out-of-range labels are refused (``check_data``'s messages).
-    """
+    """(loss, accuracy) of a compiled ``model`` on ``(x, y)``: ``model.evaluate``, inputs checked first."""
     require_compiled(model)
     x = check_images(x, "images", model.input_shape[1:])
     y = normalize_labels(y, "labels", model.output_shape[-1], count=len(x))
@@ -128,11 +114,7 @@ def require_accuracy(model):
 
 
 def learning_rate_of(optimizer) -> float:
-    """The rate to report: the float, or a schedule's ``peak_learning_rate`` (1cycle's maximum).
-
-    Read from the optimizer's public config, where a schedule appears serialized (a dict).
-    A schedule without a peak reports NaN rather than the rate at whatever step it is.
-    """
+    """The rate to report: the float, or a schedule's ``peak_learning_rate`` (1cycle's maximum), else NaN."""
     lr = optimizer.get_config()["learning_rate"]
     if isinstance(lr, dict):
         return float(lr.get("config", {}).get("peak_learning_rate", math.nan))
@@ -152,9 +134,8 @@ def versions() -> dict:
     out = {"python": sys.version.split()[0], "keras": keras.__version__, "numpy": np.__version__,
            "backend": keras.backend.backend(),
            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"}
-    backend_module = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}.get(out["backend"])
-    if backend_module:
-        out[backend_module] = __import__(backend_module).__version__
+    if out["backend"] in ("jax", "tensorflow", "torch"):
+        out[out["backend"]] = __import__(out["backend"]).__version__
     return out
 
 
@@ -164,21 +145,17 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
           callbacks=(), evaluate_test: bool = True, extra_config: dict | None = None) -> RunRecord:
     """``model.fit`` with early stopping and an exact resume; returns the run's ``RunRecord``.
 
-    The trained weights stay in ``model``: the best epoch's under early stopping
-    (``restore_best_weights``), the last epoch's under a schedule that fixes the length
-    (1cycle: it is judged at its end, and early stopping is off).
+    The trained weights stay in ``model``: the best epoch's under early stopping, the last epoch's
+    under a schedule that fixes the length (1cycle: judged at its end, no early stopping).
 
     Args:
-        model: compiled (``compile_model``, or ``model.compile`` with a sparse loss and accuracy).
-        data: a ``helpers.data.Dataset`` (already scaled or standardized).
+        model, data: compiled (``compile_model``, or with a sparse loss and accuracy); a scaled ``Dataset``.
         variant: the record's name, e.g. ``"baseline"``.
         max_epochs, patience, batch_size: default to the mode's settings.
-        seed: each epoch's batch order is drawn from ``(seed, epoch)`` (``callbacks.EpochOrder``).
-        verbose: as ``fit``'s: 1 a progress bar, 2 one line per epoch, 0 nothing.
+        seed: each epoch's batch order is drawn from ``(seed, epoch)``; verbose: as ``fit``'s.
         monitor: what early stopping watches: ``"val_loss"`` (lowest) or ``"val_accuracy"`` (highest).
-        resume: back up after every epoch (``callbacks.ExactBackupAndRestore``, in the cache
-            folder) and continue from there when the same run is started again after a kill;
-            False trains from epoch 1 and writes nothing.
+        resume: back up after every epoch (``callbacks.ExactBackupAndRestore``), and continue from
+            there when the same run is started again after a kill; False writes nothing.
         tensorboard_dir: if given, Keras' ``TensorBoard`` callback logs to ``tensorboard_dir/variant``.
         callbacks: more Keras callbacks, passed to ``fit``.
         evaluate_test: False leaves the test set alone (test metrics NaN), for searches.
@@ -223,12 +200,10 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
 def time_alone(networks: dict, epochs: int = 3) -> dict:
     """Seconds per epoch of each network trained alone, one after another, here: the series' one way to time.
 
-    ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a
-    compiled model (a 1cycle schedule sized for ``epochs``). Each trains ``epochs`` epochs
-    (no backup, the test set left alone); its time is the median of the epochs after the
-    first (which compiles). Timed one after another in one process, the figures compare;
-    seconds measured at other moments, or while other trainings share the cores, do not (a
-    shared machine's speed varies up to 3x from day to day). Returns ``{label: seconds per epoch}``.
+    ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a compiled
+    model (a 1cycle schedule sized for ``epochs``); each time is ``RunRecord.seconds_per_epoch``. Timed one
+    after another in one process, the figures compare; seconds measured at other moments, or while other
+    trainings share the cores, do not (a shared machine's speed varies up to 3x from day to day).
     """
     return {label: train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs, verbose=0,
                          evaluate_test=False, resume=False, **kwargs).seconds_per_epoch
@@ -261,10 +236,9 @@ def resolve_lengths(settings, max_epochs, patience, batch_size):
 
 
 def backup_folder(model, data, **settings):
-    """Where a run's backup lives: named after everything that makes it this run (model as built, data, settings).
+    """Where a run's backup lives, in the cache folder: named after everything that makes it this run.
 
-    Another run's backup is never picked up: another seed, rate, architecture, data or
-    setting gives another name. In the cache folder (``CIFAR10_CACHE``), outside the repository.
+    Another seed, rate, architecture, data or setting gives another name: another run's backup is never picked up.
     """
     digest = hashlib.sha256(json.dumps({
         "backend": keras.backend.backend(), "keras": keras.__version__, "model": model.get_config(),

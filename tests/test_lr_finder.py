@@ -4,7 +4,7 @@ import pytest
 
 from helpers import training
 from helpers.data import Dataset
-from helpers.lr_finder import ExponentialSweep, find_learning_rate, search_rates, smooth
+from helpers.lr_finder import find_learning_rate, search_rates, smooth
 from helpers.models import build_dnn
 from tests.synthetic import blobs
 from tests.backends import once
@@ -86,13 +86,16 @@ def test_diverging_model_gives_a_clear_message():
         find_learning_rate(model, blobs(n_train=640), steps=20, batch_size=32)
 
 
-def test_schedule_values_and_bad_arguments():
-    s = ExponentialSweep(1e-4, 1.0, steps=5)
-    np.testing.assert_allclose(s.rate_at(np.arange(5)), [1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-6)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(s(2)), 1e-2, rtol=1e-5)
+def test_sweep_rates_and_bad_arguments():
+    result = find_learning_rate(probe_model(keras.optimizers.SGD(learning_rate=0.5)), probe_data(), min_rate=1e-4,
+                                max_rate=1.0, steps=5, batch_size=2)
+    np.testing.assert_allclose(result.rates, [1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-6)
+    sweep = keras.optimizers.schedules.ExponentialDecay(1e-4, 4, 1.0 / 1e-4)  # the finder's schedule
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sweep(2)), 1e-2, rtol=1e-5)
     for args in [(0, 1, 5), (1, 0.1, 5), (1e-3, 1, 1)]:
-        with pytest.raises(ValueError):
-            ExponentialSweep(*args)
+        with pytest.raises(ValueError, match="min_rate < max_rate"):
+            find_learning_rate(probe_model(keras.optimizers.SGD()), probe_data(), min_rate=args[0],
+                               max_rate=args[1], steps=args[2], batch_size=2)
 
 
 def test_smoothing_is_bias_corrected_and_lags():
