@@ -12,6 +12,8 @@ other value that is not what the variable takes is an error that names it (READM
 - ``CIFAR10_CACHE``: cache folder, default ``~/.cache/cifar10``; an offline copy at
   ``$CIFAR10_CACHE/cifar10.npz`` is found without ``CIFAR10_NPZ``.
 - ``CIFAR10_RESULTS``: the results folder, default ``results/`` in the repository.
+- ``CIFAR10_REUSE_FINISHED``: ``1`` reads back, from the cache, every training that already finished
+  with the same network, data and settings (``training.train``), instead of training it again.
 - ``CIFAR10_WORKERS``: how many trainings ``parallel.train_many`` runs at a time (default:
   one per core; ``1`` trains one after another, in the notebook's own process: the tests
   use it, where other tests hold the cores).
@@ -90,6 +92,15 @@ def max_workers(environ=os.environ) -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"CIFAR10_WORKERS={value!r} must be a whole number of trainings at a time, 1 or more")
     return int(value)
+
+
+def reuse_finished(environ=os.environ) -> bool:
+    """``CIFAR10_REUSE_FINISHED``: ``1`` keeps every finished training in the cache and reads it back when the
+    same training is asked for again (a series killed midway goes on where it stopped); default ``0``."""
+    value = env("CIFAR10_REUSE_FINISHED", environ)
+    if value not in (None, "0", "1"):
+        raise ValueError(f"CIFAR10_REUSE_FINISHED={value!r} must be 1 (read finished trainings back) or 0")
+    return value == "1"
 
 
 def cache_dir(environ=os.environ) -> Path:

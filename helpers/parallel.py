@@ -229,11 +229,10 @@ class _Progress(threading.Thread):
         self._poll()
         with self.lock:
             self.done[variant] = outcome
-            if self.bar is not None and isinstance(outcome, str):
-                self.bar.update(self.max_epochs - self.counted.get(variant, 0))  # a failure: its epochs are over
-            elif self.bar is not None:
+            if self.bar is not None:  # its epochs are over: failed, stopped early, resumed or read back
+                self.bar.update(self.max_epochs - self.counted.get(variant, 0))
+            if self.bar is not None and not isinstance(outcome, str):
                 record = outcome[0]
-                # early stopping: the epochs not needed; a resumed run: the epochs before its backup
-                self.bar.update(self.max_epochs - record.epochs + record.config.get("resumed_after_epoch", 0))
+                again = ", read back: it finished in an earlier run" if record.config.get("read_back") else ""
                 self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
-                               f"accuracy {100 * record.valid_accuracy:.2f}%", sys.stdout)
+                               f"accuracy {100 * record.valid_accuracy:.2f}%{again}", sys.stdout)
