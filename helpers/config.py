@@ -75,6 +75,14 @@ def max_workers(environ=os.environ) -> int | None:
     return int(value) if value else None
 
 
+def reuse_finished(environ=os.environ) -> bool:
+    """``CIFAR10_REUSE_FINISHED=1``: finished trainings are kept and read back (``training.read_finished``)."""
+    value = env("CIFAR10_REUSE_FINISHED", environ)
+    if value not in (None, "0", "1"):
+        raise ValueError(f"CIFAR10_REUSE_FINISHED={value!r} must be 1 (read finished trainings back) or 0")
+    return value == "1"
+
+
 def cache_dir(environ=os.environ) -> Path:
     return Path(env("CIFAR10_CACHE", environ) or Path.home() / ".cache" / "cifar10").expanduser()
 

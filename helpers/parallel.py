@@ -210,12 +210,11 @@ class _Progress(threading.Thread):
         self._poll()
         with self.lock:
             self.done[variant] = outcome
+            self.bar.update(self.max_epochs - self.counted.get(variant, 0))  # over: failed, stopped early or read back
             if isinstance(outcome, str):
-                self.bar.update(self.max_epochs - self.counted.get(variant, 0))  # a failure: its epochs are over
                 return
             record = outcome[0]
-            # early stopping: the epochs not needed; a resumed run: the epochs before its backup
-            self.bar.update(self.max_epochs - record.epochs + record.config.get("resumed_after_epoch", 0))
             if self.verbose:
+                again = ", read back: it finished in an earlier run" if record.config.get("read_back") else ""
                 self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
-                               f"accuracy {100 * record.valid_accuracy:.2f}%", sys.stdout)
+                               f"accuracy {100 * record.valid_accuracy:.2f}%{again}", sys.stdout)

@@ -4,6 +4,7 @@
     python -m helpers.run_notebooks --quick                  # quick mode: writes to results/quick/notebooks/
     python -m helpers.run_notebooks 02                       # only the notebooks whose names contain "02"
     python -m helpers.run_notebooks --quick --backend tensorflow   # the series under TensorFlow
+    python -m helpers.run_notebooks --reuse-finished 03      # trainings finished in an earlier run read back
 
 The kernels get this process's environment plus the mode and backend asked for here. A saved
 notebook keeps what a reader sees at the end (a progress bar at its last state), and the metadata
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.run_notebooks", description=__doc__.split("\n")[0])
     parser.add_argument("select", nargs="*", help="run only notebooks whose file name contains one of these")
     parser.add_argument("--quick", action="store_true", help="quick mode, outputs to results/quick/notebooks/")
+    parser.add_argument("--reuse-finished", action="store_true",
+                        help="read back every training that finished in an earlier run (CIFAR10_REUSE_FINISHED=1)")
     parser.add_argument("--backend", choices=("jax", "tensorflow"),
                         help="Keras' backend in the kernels (default: KERAS_BACKEND, else JAX if installed)")
     args = parser.parse_args(argv)
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
         return 1
     # the kernels' environment only: a test that calls main() must not switch later notebook tests to full mode
     env = {**os.environ, "CIFAR10_MODE": "quick" if args.quick else "full",
-           **({"KERAS_BACKEND": args.backend} if args.backend else {})}
+           **({"KERAS_BACKEND": args.backend} if args.backend else {}),
+           **({"CIFAR10_REUSE_FINISHED": "1"} if args.reuse_finished else {})}
     out_dir = config.settings_for("quick").results_dir / "notebooks" if args.quick else paths[0].parent
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = [len(nbformat.read(p, as_version=4).cells) for p in paths]

@@ -13,15 +13,18 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from helpers import callbacks as ours
-from helpers import config, models
+from helpers import config, models, results
 from helpers.data import check_images, normalize_labels
 from helpers.results import RunRecord
 
@@ -179,9 +182,12 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
         steps.append(keras.callbacks.TensorBoard(log_dir=os.path.join(str(tensorboard_dir), variant)))
     backup = None
     if resume:
-        backup = ours.ExactBackupAndRestore(backup_folder(model, data, variant=variant, seed=seed, batch_size=batch_size,
-                                                          max_epochs=max_epochs, patience=patience, monitor=monitor,
-                                                          mode=settings.mode), log, stopper)
+        folder = backup_folder(model, data, variant=variant, seed=seed, batch_size=batch_size, max_epochs=max_epochs,
+                               patience=patience, monitor=monitor, mode=settings.mode, evaluate_test=evaluate_test)
+        finished = folder.parent / "finished" / folder.name
+        if config.reuse_finished() and (record := read_finished(model, finished, variant)) is not None:
+            return dataclasses.replace(record, config={**record.config, **(extra_config or {}), "read_back": True})
+        backup = ours.ExactBackupAndRestore(folder, log, stopper)
         steps.append(backup)  # last: it saves what the others recorded, and restores after they reset
     model.fit(batches, epochs=max_epochs, validation_data=(data.x_valid, data.y_valid),
               validation_batch_size=EVAL_BATCH_SIZE, shuffle=False, verbose=verbose, callbacks=steps)
@@ -189,12 +195,42 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
             else stopper.best_epoch + 1)
     extra = {**(extra_config or {}), **({"resumed_after_epoch": backup.resumed_after} if backup and
                                         backup.resumed_after else {})}
-    return run_record(model, data, variant, log.history, kept, stopped_early=bool(stopper and stopper.stopped_epoch),
+    record = run_record(model, data, variant, log.history, kept, stopped_early=bool(stopper and stopper.stopped_epoch),
                       seed=seed, batch_size=batch_size,
                       max_epochs=max_epochs, patience=patience if stopper else None,
                       kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
                                "the last epoch: the schedule fixes the length, no early stopping"),
                       evaluate_test=evaluate_test, extra_config=extra)
+    if backup is not None and config.reuse_finished():
+        write_finished(model, finished, record)
+    return record
+
+
+def write_finished(model, folder: Path, record: RunRecord) -> None:
+    """Keep a finished training for ``read_finished``: its weights, then its record (whose presence says both are whole)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_weights(folder / "final.weights.h5", overwrite=True)
+        results.save_run(record, directory=folder)
+    except OSError as e:
+        warnings.warn(f"could not keep the finished training in {folder} ({e})", RuntimeWarning, stacklevel=2)
+
+
+def read_finished(model, folder: Path, variant: str) -> RunRecord | None:
+    """The record of this same training, finished earlier, with its final weights set in ``model``; else None."""
+    if not (folder / f"{variant}.json").exists():
+        return None
+    try:
+        record = results.load_run(variant, directory=folder)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(folder / "final.weights.h5")
+    except Exception as e:  # anything h5py or JSON may raise: train again
+        warnings.warn(f"ignoring the finished training in {folder} ({type(e).__name__}: {e})", RuntimeWarning, 2)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    print(f"{variant}: finished in an earlier run, read back from {folder} (CIFAR10_REUSE_FINISHED=1)", flush=True)
+    return record
 
 
 def time_alone(networks: dict, epochs: int = 3) -> dict:

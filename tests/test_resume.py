@@ -172,3 +172,53 @@ def test_a_corrupt_backup_is_ignored_and_removed(tmp_path, monkeypatch):
     assert record.epochs == 4 and "resumed_after_epoch" not in record.config
     fresh = training.train(small(), data, "fresh", max_epochs=4, patience=4, verbose=0, resume=False)
     assert record.history["val_loss"] == fresh.history["val_loss"]  # nothing half-loaded from the bad file
+
+
+def test_a_finished_training_is_read_back_with_its_weights_when_asked_again(tmp_path, monkeypatch, capsys):
+    """CIFAR10_REUSE_FINISHED=1: the same training asked for again is not trained; its record and weights come back."""
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    monkeypatch.setenv("CIFAR10_REUSE_FINISHED", "1")
+    data = blobs()
+    first_model = small()
+    first = training.train(first_model, data, "kept", max_epochs=4, patience=4, verbose=0)
+    assert "read_back" not in first.config
+    (kept,) = (tmp_path / "checkpoints" / "finished").iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == ["final.weights.h5", "kept.json"]
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit was called: the finished training was not read back")
+
+    model = small()
+    monkeypatch.setattr(model, "fit", no_fit)
+    again = training.train(model, data, "kept", max_epochs=4, patience=4, verbose=0, extra_config={"note": "x"})
+    assert "finished in an earlier run, read back" in capsys.readouterr().out
+    assert again.config["read_back"] is True and again.config["note"] == "x"
+    assert again.history == first.history and again.valid_loss == first.valid_loss
+    for a, b in zip(model.get_weights(), first_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = training.train(small(seed=1), data, "kept", max_epochs=4, patience=4, verbose=0)  # other initial weights
+    assert "read_back" not in other.config and other.history != first.history
+
+
+@once
+def test_finished_trainings_are_neither_kept_nor_read_back_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    monkeypatch.delenv("CIFAR10_REUSE_FINISHED", raising=False)
+    training.train(small(), blobs(), "plain", max_epochs=2, patience=2, verbose=0)
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+    monkeypatch.setenv("CIFAR10_REUSE_FINISHED", "yes")
+    with pytest.raises(ValueError, match="CIFAR10_REUSE_FINISHED='yes' must be 1"):
+        training.train(small(), blobs(), "plain", max_epochs=2, patience=2, verbose=0)
+
+
+@once
+def test_a_corrupt_finished_training_is_ignored_and_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    monkeypatch.setenv("CIFAR10_REUSE_FINISHED", "1")
+    data = blobs()
+    first = training.train(small(), data, "broken", max_epochs=3, patience=3, verbose=0)
+    (kept,) = (tmp_path / "checkpoints" / "finished").iterdir()
+    (kept / "final.weights.h5").write_bytes(b"not an HDF5 file")
+    with pytest.warns(RuntimeWarning, match="ignoring the finished training"):
+        again = training.train(small(), data, "broken", max_epochs=3, patience=3, verbose=0)
+    assert "read_back" not in again.config and again.history["val_loss"] == first.history["val_loss"]
