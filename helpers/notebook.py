@@ -76,8 +76,8 @@ def setup(settings=None):
     note = ("full data, committed results" if settings.mode == "full"
             else "a small subset for smoke tests: numbers below are not meaningful")
     print(f"mode: {settings.mode} ({note})")
-    print(f"seeds: {config.SEARCH_SEED} for searches, {', '.join(map(str, config.SEEDS))} for final models; "
-          f"batch size {settings.batch_size}, at most {settings.max_epochs} epochs, patience {settings.patience}")
+    print(f"seeds: {config.SEARCH_SEED} for searches, {', '.join(map(str, config.SEEDS))} for final models")
+    print(f"batch size {settings.batch_size}, at most {settings.max_epochs} epochs, patience {settings.patience}")
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "machine"))
     print(f"machine: {v['machine']}")
     folder = settings.results_dir

@@ -158,7 +158,8 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
         seed: each epoch's batch order is drawn from ``(seed, epoch)``; verbose: as ``fit``'s.
         monitor: what early stopping watches: ``"val_loss"`` (lowest) or ``"val_accuracy"`` (highest).
         resume: back up after every epoch (``callbacks.ExactBackupAndRestore``), and continue from
-            there when the same run is started again after a kill; False writes nothing.
+            there when the same run is started again after a kill; with ``CIFAR10_REUSE_FINISHED=1``
+            a run that finished is read back (``read_finished``). False writes nothing.
         tensorboard_dir: if given, Keras' ``TensorBoard`` callback logs to ``tensorboard_dir/variant``.
         callbacks: more Keras callbacks, passed to ``fit``.
         evaluate_test: False leaves the test set alone (test metrics NaN), for searches.
@@ -196,11 +197,10 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
     extra = {**(extra_config or {}), **({"resumed_after_epoch": backup.resumed_after} if backup and
                                         backup.resumed_after else {})}
     record = run_record(model, data, variant, log.history, kept, stopped_early=bool(stopper and stopper.stopped_epoch),
-                      seed=seed, batch_size=batch_size,
-                      max_epochs=max_epochs, patience=patience if stopper else None,
-                      kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
-                               "the last epoch: the schedule fixes the length, no early stopping"),
-                      evaluate_test=evaluate_test, extra_config=extra)
+                        seed=seed, batch_size=batch_size, max_epochs=max_epochs, patience=patience if stopper else None,
+                        kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
+                                 "the last epoch: the schedule fixes the length, no early stopping"),
+                        evaluate_test=evaluate_test, extra_config=extra)
     if backup is not None and config.reuse_finished():
         write_finished(model, finished, record)
     return record
