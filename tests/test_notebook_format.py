@@ -38,8 +38,9 @@ def test_code_cells_are_short_and_outputs_fit_on_a_screen(path):
         source = "".join(cell["source"]).splitlines()
         assert len(source) <= 25, f"{path.name} cell {i}: {len(source)} lines of code"
         assert not any("NBVAL" in line for line in source), f"{path.name} cell {i}: nbval's cell tags, not comments"
+        listing = re.fullmatch(r"show\([\w.]+\)", "".join(cell["source"]).strip())  # a helper's source, on purpose
         for out, lines in output_lines(cell):
-            assert len(lines) <= 40, f"{path.name} cell {i}: an output of {len(lines)} lines"
+            assert listing or len(lines) <= 40, f"{path.name} cell {i}: an output of {len(lines)} lines"
             if out["output_type"] == "stream":
                 for line in lines:
                     assert len(EPOCH_RECORD.findall(line)) <= 1, f"{path.name} cell {i}: two epochs on one line: {line}"
