@@ -181,12 +181,12 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
              *([stopper] if stopper else []), keras.callbacks.TerminateOnNaN(), *callbacks]
     if tensorboard_dir is not None:
         steps.append(keras.callbacks.TensorBoard(log_dir=os.path.join(str(tensorboard_dir), variant)))
-    backup = None
+    backup, reuse = None, resume and config.reuse_finished()  # read once: the same answer before and after fit
     if resume:
         folder = backup_folder(model, data, variant=variant, seed=seed, batch_size=batch_size, max_epochs=max_epochs,
                                patience=patience, monitor=monitor, mode=settings.mode, evaluate_test=evaluate_test)
         finished = folder.parent / "finished" / folder.name
-        if config.reuse_finished() and (record := read_finished(model, finished, variant)) is not None:
+        if reuse and (record := read_finished(model, finished, variant)) is not None:
             return dataclasses.replace(record, config={**record.config, **(extra_config or {}), "read_back": True})
         backup = ours.ExactBackupAndRestore(folder, log, stopper)
         steps.append(backup)  # last: it saves what the others recorded, and restores after they reset
@@ -201,7 +201,7 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
                         kept_as=(f"best epoch by {monitor}, weights restored" if stopper else
                                  "the last epoch: the schedule fixes the length, no early stopping"),
                         evaluate_test=evaluate_test, extra_config=extra)
-    if backup is not None and config.reuse_finished():
+    if reuse:
         write_finished(model, finished, record)
     return record
 
