@@ -30,10 +30,13 @@ VARIANT_COLORS = {
     "onecycle_30_flip": _TAB[14],  # grey
 }
 OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "borderaxespad": 0, "fontsize": "small"}
+STYLES = ["--", "-", ":", "-."]
 
 
-def _finish(fig, legend_ax, title=None):
-    """The legend outside ``legend_ax``, ``title`` over the figure, the layout tightened."""
+def _finish(fig, legend_ax, title=None, counted=()):
+    """The legend outside ``legend_ax``, ``title`` over the figure, whole-number ticks on the ``counted`` x axes."""
+    for ax in counted:  # epochs, layers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend_ax.legend(**OUTSIDE)
     if title:
         fig.suptitle(title)
@@ -65,10 +68,9 @@ def plot_learning_curves(records, title=None):
             ax.plot(epochs, r.history[f"val_{metric}"], "-", color=c, label=f"{name_of(r.variant)}, valid")
             ax.plot(r.best_epoch, r.history[f"val_{metric}"][r.best_epoch - 1], "o", color=c)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{metric} (cross-entropy, nats)" if metric == "loss" else f"{metric} (fraction)")
         ax.set_title(f"{metric}: train (dashed), validation (solid); dot: best epoch", fontsize="medium")
-    return _finish(fig, axes[0][-1], title)
+    return _finish(fig, axes[0][-1], title, counted=axes[0])
 
 
 def plot_lr_finder(result):
@@ -118,8 +120,7 @@ def plot_layer_stats(stats_by_name, title="Signal through the layers at initiali
                                     ("change of the spread per layer (1 = kept)", "spread of the activations",
                                      "gradient reaching each layer's kernel")):
         ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=ylabel, title=subtitle, yscale="log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, axes[2], title)
+    return _finish(fig, axes[2], title, counted=axes)
 
 
 def plot_activation_stats(stats, title="Activations of every hidden layer, validation images"):
@@ -128,21 +129,19 @@ def plot_activation_stats(stats, title="Activations of every hidden layer, valid
     ``stats``: ``{network: {stage: LayerStats}}``, one colour per network, one line style per stage.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-    styles = ["--", "-", ":", "-."]
     for i, (network, stages) in enumerate(stats.items()):
         for j, (stage, s) in enumerate(stages.items()):
             depth = range(1, len(s.act_std) + 1)
             for ax, values in zip(axes, (s.act_mean, s.act_std)):
-                ax.plot(depth, values, styles[j % len(styles)], marker="o", ms=3, color=f"C{i}",
+                ax.plot(depth, values, STYLES[j % len(STYLES)], marker="o", ms=3, color=f"C{i}",
                         label=f"{network}, {stage}")
     for ax, ylabel, ref in zip(axes, ("mean of the activations", "std of the activations (log scale)"), (0.0, 1.0)):
         ax.axhline(ref, color="0.3", lw=0.8, ls=":")
         ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_title("mean (self-normalizing aims at 0)")
     axes[1].set_title("standard deviation (self-normalizing aims at 1)")
     axes[1].set_yscale("log")
-    return _finish(fig, axes[1], title)
+    return _finish(fig, axes[1], title, counted=axes)
 
 
 def plot_validation_curves(groups, title="Validation curves", seconds_per_epoch=None):
@@ -168,13 +167,12 @@ def plot_validation_curves(groups, title="Validation curves", seconds_per_epoch=
                     label=f"{name_of(variant)}: mean of {len(records)} seeds")
             ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=c, alpha=0.2, lw=0)
     axes[0].set_xlabel("epoch")
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_xlabel("epochs x seconds per epoch, timed side by side (s)" if seconds_per_epoch
                        else "wall-clock time from the start of training (s)")
     axes[0].set_ylabel("validation accuracy (fraction)")
     axes[0].set_title("against epochs (line: mean; band: the seeds' range)", fontsize="medium")
     axes[1].set_title("against time", fontsize="medium")
-    return _finish(fig, axes[1], title)
+    return _finish(fig, axes[1], title, counted=axes[:1])
 
 
 def plot_training_curves(records, title="Training and validation, every epoch"):
@@ -191,8 +189,7 @@ def plot_training_curves(records, title="Training and validation, every epoch"):
     for ax, (name, unit) in zip(axes, (("training loss", "nats"), ("validation loss", "nats"),
                                       ("validation accuracy", "fraction"))):
         ax.set(xlabel="epoch", ylabel=f"{name} ({unit})", title=name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, axes[2], title)
+    return _finish(fig, axes[2], title, counted=axes)
 
 
 def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum and the sum of squares"):
@@ -201,27 +198,23 @@ def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum
     Self-normalization is derived for 0 and 1 (dotted lines).
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    styles = ["--", "-", ":", "-."]
     for i, (label, w) in enumerate(sums.items()):
         depth = np.arange(1, len(w.sum_mean) + 1)
         for ax, mean, spread in zip(axes, (w.sum_mean, w.square_mean), (w.sum_std, w.square_std)):
-            ax.errorbar(depth, mean, yerr=spread, fmt=styles[i % len(styles)], marker="o", ms=3, capsize=2,
+            ax.errorbar(depth, mean, yerr=spread, fmt=STYLES[i % len(STYLES)], marker="o", ms=3, capsize=2,
                         color=f"C{i}", label=label)
     for ax, ylabel, ref, subtitle in zip(axes, ("sum of a unit's incoming weights", "sum of their squares"),
                                          (0.0, 1.0), ("the sum (derived for 0)", "the sum of squares (derived for 1)")):
         ax.axhline(ref, color="0.3", lw=0.8, ls=":")
         ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=f"{ylabel}: mean over units, bar = std",
                title=subtitle)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, axes[1], title)
+    return _finish(fig, axes[1], title, counted=axes)
 
 
 def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of passes"):
     """Accuracy of the mean of the first k passes against k (log axis), beside the deterministic model.
 
-    Args:
-        curves: ``{set name: (ks, accuracies, lows, highs, deterministic (acc, low, high))}``;
-            one panel per set, the 95% intervals shaded.
+    ``curves``: ``{set name: (ks, accuracies, lows, highs, deterministic (acc, low, high))}``, a panel per set.
     """
     fig, axes = plt.subplots(1, len(curves), figsize=(6.2 * len(curves), 4), squeeze=False)
     for ax, (name, (ks, acc, low, high, det)) in zip(axes[0], curves.items()):
@@ -237,8 +230,7 @@ def plot_mc_accuracy(curves, title="MC dropout: accuracy against the number of p
 def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (test set)"):
     """Histograms of an uncertainty score for right and wrong predictions, one panel per method.
 
-    Args:
-        scores: ``{panel title: (score per image, correct per image, x-axis label)}``.
+    ``scores``: ``{panel title: (score per image, correct per image, x-axis label)}``.
     """
     fig, axes = plt.subplots(1, len(scores), figsize=(6.2 * len(scores), 3.8), squeeze=False)
     for ax, (name, (score, correct, xlabel)) in zip(axes[0], scores.items()):
@@ -252,9 +244,7 @@ def plot_uncertainty(scores, title="Uncertainty of right and wrong predictions (
 def plot_reliability(diagrams, title="Reliability diagram (test set)"):
     """Accuracy against confidence per bin, one line per method, the diagonal for perfect calibration.
 
-    Args:
-        diagrams: ``{label: (mean confidence per bin, accuracy per bin, count per bin, ECE)}``
-            as from ``helpers.metrics.reliability_bins``.
+    ``diagrams``: ``{label: (*helpers.metrics.reliability_bins(...), expected calibration error)}``.
     """
     fig, ax = plt.subplots(figsize=(5.6, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
