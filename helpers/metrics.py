@@ -3,15 +3,11 @@
 ``np.equal(y_test, y_pred).mean()`` with ``y_test`` of shape (N, 1) and ``y_pred`` of
 shape (N,) broadcasts to an (N, N) matrix and reports about 0.1 even for perfect
 predictions. This helper refuses shapes that would broadcast.
-
-The statistics come from scipy (Welch's t, exact binomial tests, Wilson intervals) and
-scikit-learn (ROC area); the expected calibration error is ours: neither has it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
