@@ -1,9 +1,6 @@
 """Compile and train a Keras model: ``model.fit`` with early stopping, a resume after a kill, a Run record.
 
-``train`` is ``model.fit`` with Keras' callbacks (``EarlyStopping``, ``TerminateOnNaN``,
-``TensorBoard``) and three small ones of ours (``helpers.callbacks``). It returns a ``RunRecord``:
-what ``fit``'s ``History`` says, plus the best epoch, the test accuracy, the times, the data's
-origin and the versions. Notebook 02 shows its source.
+What ``train`` adds to ``fit``, and why: docs/design.md, "Backends and the training path". Notebook 02 shows its source.
 """
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ import keras
 import numpy as np
 
 from helpers import callbacks as ours
-from helpers import config, models, results
+from helpers import config, models, results, schedules
 from helpers.data import check_images, normalize_labels
 from helpers.results import RunRecord
 
@@ -47,9 +44,7 @@ def compile_model(model: keras.Model, learning_rate, beta_1=0.9, beta_2: float =
     """
     check_learning_rate(learning_rate)
     if hasattr(beta_1, "momentum"):
-        from helpers.schedules import ScheduledNadam
-
-        optimizer = ScheduledNadam(learning_rate=learning_rate, momentum_schedule=beta_1, beta_2=beta_2)
+        optimizer = schedules.ScheduledNadam(learning_rate=learning_rate, momentum_schedule=beta_1, beta_2=beta_2)
     else:
         optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=list(metrics),
@@ -71,11 +66,7 @@ def check_learning_rate(learning_rate):
 
 
 def check_data(model: keras.Model, data, batch_size: int | None = None):
-    """Refuse data a model cannot train on, with a message that says what to do; returns it, labels flattened.
-
-    Each set through ``data.check_images`` and ``data.normalize_labels`` (for a classifier: more
-    than one output); and a batch no larger than the training set.
-    """
+    """Refuse data a model cannot train on, with a message that says what to do; returns it, labels flattened."""
     expected, n_classes = tuple(model.input_shape[1:]), model.output_shape[-1]
     checked = {}
     for name in ("train", "valid", "test"):
@@ -118,10 +109,8 @@ def require_accuracy(model):
 
 def learning_rate_of(optimizer) -> float:
     """The rate to report: the float, or a schedule's ``peak_learning_rate`` (1cycle's maximum), else NaN."""
-    lr = optimizer.get_config()["learning_rate"]
-    if isinstance(lr, dict):
-        return float(lr.get("config", {}).get("peak_learning_rate", math.nan))
-    return float(lr)
+    lr = optimizer_config(optimizer)["learning_rate"]
+    return float(lr.get("peak_learning_rate", math.nan)) if isinstance(lr, dict) else float(lr)
 
 
 def optimizer_config(optimizer) -> dict:
@@ -237,9 +226,8 @@ def time_alone(networks: dict, epochs: int = 3) -> dict:
     """Seconds per epoch of each network trained alone, one after another, here: the series' one way to time.
 
     ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a compiled
-    model (a 1cycle schedule sized for ``epochs``); each time is ``RunRecord.seconds_per_epoch``. Timed one
-    after another in one process, the figures compare; seconds measured at other moments, or while other
-    trainings share the cores, do not (a shared machine's speed varies up to 3x from day to day).
+    model (a 1cycle schedule sized for ``epochs``). Seconds measured at other moments, or while other
+    trainings share the cores, do not compare (a shared machine's speed varies up to 3x from day to day).
     """
     return {label: train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs, verbose=0,
                          evaluate_test=False, resume=False, **kwargs).seconds_per_epoch
