@@ -1,14 +1,9 @@
 """Learning-rate search: an exponential sweep over about one epoch, then a bracket of full trainings.
 
-The sweep raises the rate exponentially from step to step, on a copy of the model, with
-``model.fit`` and a callback that records each batch's own loss (``BatchLosses``). The
-rate is Keras' ``ExponentialDecay`` of the optimizer's iteration counter (a decay rate above 1), read inside the
-compiled step: it takes effect at every step under TensorFlow and JAX alike (tests/ prove
-it with a one-weight probe), which a callback that sets ``optimizer.learning_rate``
-between batches does not guarantee once several steps run per call.
-
-The finder's curve is noisy and its rule is a heuristic; ``search_rates`` then trains
-the network to the end at a few rates and lets validation loss decide.
+The sweep's rate is Keras' ``ExponentialDecay`` of the optimizer's iteration counter (a decay rate above 1),
+read inside the compiled step: it takes effect at every step on every backend, which a callback that sets
+``optimizer.learning_rate`` between batches does not once several steps run per call. The sweep's curve is
+noisy and its rule a heuristic: ``search_rates`` then trains the network to the end at a few rates.
 """
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import callbacks, config, training
+from helpers import callbacks, config, parallel, training
 
 
 @dataclass(frozen=True)
@@ -39,15 +34,6 @@ class LRFinderResult:
 def smooth(losses, beta: float = 0.98) -> np.ndarray:
     """Bias-corrected exponential moving average (as in fastai's LR finder): pandas' ``ewm(adjust=True)``."""
     return pd.Series(losses, dtype="float64").ewm(alpha=1 - beta, adjust=True).mean().to_numpy()
-
-
-def _optimizer_with_rate(model: keras.Model, rate):
-    """A fresh optimizer of the model's own kind and settings, with ``rate`` as its learning rate."""
-    if getattr(model, "optimizer", None) is None:
-        return keras.optimizers.Nadam(learning_rate=rate)
-    cfg = model.optimizer.get_config()
-    cfg["learning_rate"] = rate
-    return type(model.optimizer).from_config(cfg)
 
 
 class BatchLosses(keras.callbacks.Callback):
@@ -94,12 +80,10 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-5, max_
     Uses the model's own optimizer kind and settings (Nadam if it is not compiled yet).
 
     Args:
-        steps: number of batches; default one epoch of the training set (5 decades over
-            about 1,400 steps at batch 32), reshuffled passes if more.
+        steps: number of batches; default one epoch of the training set, reshuffled passes if more.
         stop_factor: stop once the smoothed loss exceeds ``stop_factor`` times its minimum.
-        beta: smoothing factor; default ``1 - 20 / steps`` (within 0.8 to 0.98), an average
-            over about 5% of the sweep: a longer memory lags and shifts the minimum to
-            higher rates.
+        beta: smoothing factor; default ``1 - 20 / steps`` (within 0.8 to 0.98), about 5% of the sweep:
+            a longer memory lags and shifts the minimum to higher rates.
         fallback: the rate to suggest when the sweep cannot (a loss not finite from the
             start, or rising from the first rate on): a line says why, and the result's
             ``rule`` names the fallback. None: raise ``FloatingPointError`` instead.
@@ -117,7 +101,9 @@ def find_learning_rate(model: keras.Model, data, *, min_rate: float = 1e-5, max_
     beta = beta if beta is not None else float(np.clip(1 - 20 / steps, 0.8, 0.98))
     probe = keras.models.clone_model(model)
     probe.set_weights(model.get_weights())
-    probe.compile(optimizer=_optimizer_with_rate(model, schedule), steps_per_execution=1,
+    kind = model.optimizer if getattr(model, "optimizer", None) is not None else keras.optimizers.Nadam()
+    optimizer = type(kind).from_config({**kind.get_config(), "learning_rate": schedule})
+    probe.compile(optimizer=optimizer, steps_per_execution=1,
                   loss=getattr(model, "loss", None) or "sparse_categorical_crossentropy")
     seen = np.minimum(np.arange(1, len(batches) + 1) * batch_size, len(data.y_train))
     losses = BatchLosses(steps, beta, stop_factor, rates, seen)
@@ -149,8 +135,7 @@ def _cannot_suggest(reason, fallback, stopped, seconds, rates=(), losses=(), smo
     if fallback is None:
         raise FloatingPointError(reason)
     training.check_learning_rate(fallback)
-    print(f"LR finder: {reason};")
-    print(f"using the fallback rate {fallback:.2e} instead")
+    print(f"LR finder: {reason};\nusing the fallback rate {fallback:.2e} instead")
     return LRFinderResult(rates=tuple(np.asarray(rates).tolist()), losses=tuple(losses),
                           smoothed=tuple(np.asarray(smoothed).tolist()), suggestion=float(fallback),
                           rule="fallback: the sweep could not suggest a rate", stopped=stopped, seconds=seconds)
@@ -198,8 +183,6 @@ def search_rates(build_model, data, rates, *, prefix: str, seed: int = config.SE
         suggestion: the LR finder's, kept in each record's ``config`` (``finder_suggestion``).
         train_many_kwargs: go to ``parallel.train_many`` (``compile_model``, ``batch_size``, ...).
     """
-    from helpers import parallel
-
     rates = [float(r) for r in rates]
     if len(rates) < 2 or any(not (0 < a < b) for a, b in zip(rates, rates[1:])) or not math.isfinite(rates[-1]):
         raise ValueError(f"rates must be at least two positive, finite, increasing values, got {rates}")
