@@ -1,12 +1,9 @@
-"""1cycle: the learning rate and the momentum, per iteration, applied inside the compiled step.
+"""1cycle (Smith, 2018): the learning rate and the momentum, per iteration, applied inside the compiled step.
 
-Smith (2018), "A disciplined approach to neural network hyper-parameters": the rate climbs
-linearly from ``peak / start_divisor`` to ``peak``, comes back down as many steps, then anneals
-far below its start; the momentum moves the other way. Both are functions of the optimizer's
-iteration counter, read inside the compiled step, so they change at every step on every backend,
-however many steps run per call. A callback that assigns ``optimizer.beta_1`` between batches
-fails silently: ``beta_1`` is a Python float, baked into the compiled code when the step is
-traced (notebook 06 shows it). Here ``beta_1`` is computed from the counter (``ScheduledNadam``).
+The rate climbs linearly from ``peak / start_divisor`` to ``peak``, comes back down as many steps, then anneals
+far below its start; the momentum moves the other way. Both are functions of the optimizer's iteration counter,
+read inside the step: a callback that assigns ``optimizer.beta_1`` between batches fails silently, ``beta_1``
+being a Python float baked into the step when it is traced (notebook 06 shows it). Hence ``ScheduledNadam``.
 """
 from __future__ import annotations
 
@@ -104,10 +101,9 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         return self._momentum(np.asarray(steps, dtype=np.float64), np)
 
     def get_config(self):
-        return {"peak_learning_rate": self.peak_learning_rate, "total_steps": self.total_steps,
-                "start_divisor": self.start_divisor, "final_divisor": self.final_divisor,
-                "final_fraction": self.final_fraction, "max_momentum": self.max_momentum,
-                "min_momentum": self.min_momentum}
+        names = ("peak_learning_rate", "total_steps", "start_divisor", "final_divisor", "final_fraction",
+                 "max_momentum", "min_momentum")
+        return {name: getattr(self, name) for name in names}
 
 
 @keras.saving.register_keras_serializable(package="helpers")
