@@ -14,14 +14,11 @@ import tempfile
 
 
 def _choose_backend():
-    if os.environ.get("KERAS_BACKEND"):
-        return
-    if importlib.util.find_spec("jax") is not None:
-        os.environ["KERAS_BACKEND"] = "jax"
-    else:
-        os.environ["KERAS_BACKEND"] = "tensorflow"
-        print("JAX is not installed: Keras runs on TensorFlow here, about 4x slower on a CPU "
-              "(pip install -e \".[jax]\" for JAX)")
+    if not os.environ.get("KERAS_BACKEND"):
+        os.environ["KERAS_BACKEND"] = "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
+        if os.environ["KERAS_BACKEND"] == "tensorflow":
+            print("JAX is not installed: Keras runs on TensorFlow here, about 4x slower on a CPU "
+                  "(pip install -e \".[jax]\" for JAX)")
 
 
 def _import_tensorflow_quietly():
@@ -35,23 +32,18 @@ def _import_tensorflow_quietly():
             import tensorflow  # noqa: F401
         except BaseException as e:
             if not (isinstance(e, ModuleNotFoundError) and e.name == "tensorflow"):  # not installed: optional under JAX
-                _show_log(saved, log, e)
+                os.dup2(saved, 2)  # what TensorFlow said before its import failed
+                log.seek(0)
+                sys.stderr.write(log.read())
+                if os.environ.get("KERAS_BACKEND") == "tensorflow" or not isinstance(e, ImportError):
+                    raise  # Keras needs it, or something else broke
+                print(f"TensorFlow is installed but does not import ({type(e).__name__}: {e}); "
+                      "Keras runs on JAX and does not need it", file=sys.stderr)
         finally:
             os.dup2(saved, 2)
             os.close(saved)
     if "tensorflow" in sys.modules:  # its Python warnings about retraced functions: noise here
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
-def _show_log(saved_stderr, log, error):
-    """What TensorFlow said before its import failed; raised where Keras needs it, else one warning."""
-    os.dup2(saved_stderr, 2)
-    log.seek(0)
-    sys.stderr.write(log.read())
-    if os.environ.get("KERAS_BACKEND") == "tensorflow" or not isinstance(error, ImportError):
-        raise error
-    print(f"TensorFlow is installed but does not import ({type(error).__name__}: {error}); "
-          "Keras runs on JAX and does not need it", file=sys.stderr)
 
 
 _choose_backend()
