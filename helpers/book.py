@@ -1,8 +1,5 @@
 """Build the series as a static HTML book: the README, then notebooks 01-06 with their outputs.
 
-    python -m helpers.book                  # -> build/book/html/index.html
-    python -m helpers.book --out /tmp/book  # -> /tmp/book/html/index.html
-
 Sphinx with myst-nb and sphinx-book-theme (`pip install -e ".[book]"`), configured in book/conf.py;
 the notebooks are never executed: the book shows their committed outputs. Strict: any Sphinx warning
 (a missing figure, a broken link, a notebook missing from the table of contents) fails the build.
@@ -41,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the repository to build from (default: this one)")
     args = parser.parse_args(argv)
 
-    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
-    if missing:
+    if missing := [m for m in NEEDED if importlib.util.find_spec(m) is None]:
         print(f"the book needs {', '.join(missing)}: pip install -e \".[book]\"", file=sys.stderr)
         return 2
     start = time.perf_counter()

@@ -3,9 +3,7 @@
 Labels are flattened to shape (N,) here, once, so that no later comparison can
 broadcast (N, 1) against (N,) into an (N, N) matrix: the classic MC-dropout bug.
 
-Build an offline copy from the Keras download (for machines without internet later)::
-
-    python -m helpers.data build-npz ~/.cache/cifar10/cifar10.npz
+An offline copy for machines without internet: ``python -m helpers.data build-npz [PATH]`` (README, "Data").
 """
 from __future__ import annotations
 
@@ -197,10 +195,8 @@ def split(x_train, y_train, x_test, y_test, source, settings=None, n_valid=N_VAL
     parts = {"train": (x_train[n_valid:], y_train[n_valid:]),
              "valid": (x_train[:n_valid], y_train[:n_valid]),
              "test": (x_test, y_test)}
-    for name, per_class in (("train", settings.train_per_class), ("valid", settings.valid_per_class),
-                            ("test", settings.test_per_class)):
-        if per_class is not None:
-            x, y = parts[name]
+    for name, (x, y) in parts.items():
+        if (per_class := getattr(settings, f"{name}_per_class")) is not None:
             keep = class_balanced_subset(y, per_class)
             parts[name] = (x[keep], y[keep])
     return Dataset(*parts["train"], *parts["valid"], *parts["test"], source=source)

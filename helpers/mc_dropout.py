@@ -81,11 +81,7 @@ def always_on(layer):
 
 
 def mc_model(model: keras.Sequential, seed: int = config.SEED) -> keras.Sequential:
-    """A ``Sequential`` that shares every layer of ``model`` except its dropout layers, which stay on.
-
-    Each dropout layer becomes ``always_on(layer)`` with a seed drawn from ``seed``; the
-    others are the same layer objects, so the weights are the trained ones.
-    """
+    """A ``Sequential`` that shares every layer of ``model`` (the trained weights) but its dropout layers, left on."""
     if not isinstance(model, keras.Sequential):
         raise TypeError(f"MC dropout here rebuilds a keras.Sequential layer by layer; got {type(model).__name__}")
     if not any(isinstance(layer, DROPOUT_LAYERS) for layer in model.layers):

@@ -109,7 +109,6 @@ def describe(model: keras.Model) -> dict:
         "alpha_dropout": dropout[0].rate if dropout else 0.0,
         # how many AlphaDropout layers (1: before the output; one per hidden layer), only when there are any
         **({"alpha_dropout_layers": len(dropout)} if dropout else {}),
-        # a RandomFlip layer first, only when there is one
         **({"random_flip": True} if any(isinstance(l, keras.layers.RandomFlip) for l in model.layers) else {}),
         "parameters": int(model.count_params()),
     }

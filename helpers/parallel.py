@@ -114,14 +114,12 @@ def _check(build_model, runs, train_kwargs, train):
     names = [r.variant for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    missing = [r.variant for r in runs if r.learning_rate is None]
-    if missing:
+    if missing := [r.variant for r in runs if r.learning_rate is None]:
         raise ValueError(f"no learning rate for {missing}: pass learning_rate= or set it in each Run")
     if "seed" in train_kwargs:
         raise TypeError("train_many takes no seed=: each Run carries its own (Run(variant, seed, rate))")
     allowed = set(inspect.signature(train).parameters) - {"model", "data", "variant", "seed", "verbose"}
-    unknown = sorted(set(train_kwargs) - allowed)
-    if unknown:
+    if unknown := sorted(set(train_kwargs) - allowed):
         raise TypeError(f"train_many got unexpected keywords {unknown}; it takes train_many's own and "
                         f"training.train's: {sorted(allowed)}")
     import keras

@@ -83,8 +83,7 @@ class RunRecord:
     def __post_init__(self):
         if self.mode not in config.MODES:
             raise ValueError(f"mode must be one of {config.MODES}, got {self.mode!r}")
-        missing = [k for k in HISTORY_KEYS if k not in self.history]
-        if missing:
+        if missing := [k for k in HISTORY_KEYS if k not in self.history]:
             raise ValueError(f"history lacks {missing}")
         lengths = {len(self.history[k]) for k in HISTORY_KEYS}
         if lengths != {self.epochs}:
@@ -144,8 +143,7 @@ def load_run(variant: str, mode: str | None = None, directory=None) -> RunRecord
     if not isinstance(content, dict):
         raise ValueError(f"{path} is not a Run record: a JSON {type(content).__name__}, not an object; {again}")
     fields = set(RunRecord.__dataclass_fields__)
-    missing = sorted(fields - set(content) - {"test_predictions"})  # added later; older records load without it
-    if missing:
+    if missing := sorted(fields - set(content) - {"test_predictions"}):  # added later; older records load without it
         raise ValueError(f"{path} lacks {missing}: a record of an older or other format; {again}")
     try:
         if set(content) - fields:
