@@ -35,3 +35,18 @@ def test_readme_shows_the_series_table_that_notebook_06_wrote():
     table, caption = summary.split("\n\n", 1)
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert table in readme and caption.strip() in readme
+
+
+def test_no_two_committed_records_share_a_history():
+    """A record is one training: none is another's history under a second name (a search run shown as a grid
+    point, or as a final model, would count one training twice)."""
+    import json
+
+    seen = {}
+    for path in sorted((PROJECT_ROOT / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        history = record.get("history", {}).get("val_loss") if isinstance(record, dict) else None
+        if history:  # Run records; the series summary and MC dropout's file have none
+            seen.setdefault(tuple(history), []).append(path.stem)
+    shared = [names for names in seen.values() if len(names) > 1]
+    assert not shared, f"records with the same validation-loss history: {shared}"
