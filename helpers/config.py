@@ -1,10 +1,8 @@
-"""Run mode, seed and folders, read once from the environment.
+"""Run mode, seed and folders, read once from the environment (README, "Environment variables").
 
-Every notebook prints these in its setup cell, so a reader always knows whether a
-figure came from the full run or from the quick smoke run that CI uses.
-
-Environment variables: README, "Environment variables". Unset, empty or spaces only means the
-default; any other value that is not what the variable takes is an error that names it.
+Every notebook prints them in its setup cell: a reader always knows whether a figure came from the full
+run or from CI's quick one. Unset or empty means the default; a value the variable does not take is an
+error that names it.
 """
 from __future__ import annotations
 
