@@ -1,4 +1,5 @@
 """The repository stands alone: a reader who clones it has nothing beside it."""
+import json
 import subprocess
 
 from helpers.config import PROJECT_ROOT
@@ -40,8 +41,6 @@ def test_readme_shows_the_series_table_that_notebook_06_wrote():
 def test_no_two_committed_records_share_a_history():
     """A record is one training: none is another's history under a second name (a search run shown as a grid
     point, or as a final model, would count one training twice)."""
-    import json
-
     seen = {}
     for path in sorted((PROJECT_ROOT / "results").glob("*.json")):
         record = json.loads(path.read_text())
