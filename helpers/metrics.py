@@ -185,6 +185,12 @@ def time_to_reach(record, val_loss: float):
     return (epoch, sum(record.history["epoch_seconds"][:epoch])) if epoch else (None, None)
 
 
+def mean_sd(fractions) -> str:
+    """Accuracies over seeds as a reader reads them: the mean in percent, ± the standard deviation in points."""
+    v = 100 * np.asarray(fractions, dtype=float)
+    return f"{v.mean():.2f}% ± {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
+
+
 def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict | None = None,
             key: str = "valid_accuracy") -> pd.DataFrame:
     """Final models over their seeds, as a table a reader can scan: one row per variant.
@@ -203,7 +209,7 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
         best = float(np.mean([r.best_epoch for r in records]))
         row = {"model": results.name_of(variant), "seeds": len(records), "learning rate": f"{records[0].learning_rate:.2e}",
                "best epoch": f"{best:.1f}",
-               f"{name} (mean ± SD)": f"{100 * values.mean():.2f}% ± {100 * values.std(ddof=1) if len(values) > 1 else 0:.2f}",
+               f"{name} (mean ± SD)": mean_sd(values),
                "test acc": f"{100 * test.mean():.2f}%"}
         if ref is not None:
             label = "vs " + results.name_of(reference).split(": ")[-1]
@@ -231,27 +237,30 @@ def summary_line(records, key: str = "valid_accuracy") -> str:
             f"({hi - lo:.2f} points)")
 
 
-def series_table(series: dict, seconds_per_epoch: dict, n_test: int) -> pd.DataFrame:
+def series_table(series: dict, seconds_per_epoch: dict) -> pd.DataFrame:
     """Every final model of the series in numbers, one row per variant (``VARIANT_NAMES``).
 
     ``seconds_to_best``: the mean best epoch times the side-by-side timings (``training.time_alone``);
-    the test interval: 95% Wilson over ``n_test`` images.
+    accuracies: mean and standard deviation over the seeds, the spread a recipe's next run will show.
     """
     rows = []
     for variant, records in series.items():
-        valid, test = (np.array([getattr(r, k) for r in records]) for k in ("valid_accuracy", "test_accuracy"))
         best = float(np.mean([r.best_epoch for r in records]))
-        low, high = wilson_interval(float(test.mean()), n_test)
         rows.append({"model": results.name_of(variant), "variant": variant, "seeds": len(records),
                      "learning_rate": records[0].learning_rate, "best_epoch": best,
                      "seconds_per_epoch": seconds_per_epoch[variant], "seconds_to_best": best * seconds_per_epoch[variant],
-                     "valid_mean": valid.mean(), "valid_min": valid.min(), "valid_max": valid.max(),
-                     "test_mean": test.mean(), "test_low": low, "test_high": high,
+                     **_over_seeds({k: [getattr(r, f"{k}_accuracy") for r in records] for k in ("valid", "test")}),
                      "parameters": records[0].config.get("architecture", {}).get("parameters")})
     return pd.DataFrame(rows).set_index("model")
 
 
-def add_mc_dropout(table: pd.DataFrame, mc: dict, n_test: int) -> pd.DataFrame:
+def _over_seeds(accuracies: dict) -> dict:
+    """``{"valid": [...], ...}`` -> ``{"valid_mean": ..., "valid_std": ...}`` (the std over seeds, ddof 1)."""
+    return {f"{k}_{stat}": float(np.mean(v) if stat == "mean" else np.std(v, ddof=1) if len(v) > 1 else 0.0)
+            for k, v in accuracies.items() for stat in ("mean", "std")}
+
+
+def add_mc_dropout(table: pd.DataFrame, mc: dict) -> pd.DataFrame:
     """``table`` with a row for MC dropout after alpha dropout's: the same training, MC's accuracies.
 
     ``mc``: notebook 05's ``mc_dropout.json`` (per seed, the accuracy of the MC mean).
@@ -259,9 +268,8 @@ def add_mc_dropout(table: pd.DataFrame, mc: dict, n_test: int) -> pd.DataFrame:
     per_seed = pd.DataFrame(mc["per_seed"]).pivot(index="record", columns="set", values="MC")
     row = table.loc[results.name_of("alpha_dropout")].copy()
     row["variant"] = "mc_dropout"
-    row[["valid_mean", "valid_min", "valid_max"]] = per_seed["valid"].agg(["mean", "min", "max"]).to_numpy()
-    row["test_mean"] = per_seed["test"].mean()
-    row["test_low"], row["test_high"] = wilson_interval(float(row["test_mean"]), n_test)
+    for key, value in _over_seeds({k: per_seed[k].to_numpy() for k in ("valid", "test")}).items():
+        row[key] = value
     order = list(table.index)
     order.insert(order.index(results.name_of("alpha_dropout")) + 1, results.name_of("mc_dropout"))
     return pd.concat([table, row.to_frame(results.name_of("mc_dropout")).T]).loc[order]
@@ -274,9 +282,7 @@ def series_display(table: pd.DataFrame) -> pd.DataFrame:
         "epochs to best": table.best_epoch.map("{:.1f}".format),
         "s/epoch": table.seconds_per_epoch.map("{:.2f} s".format),
         "to best": table.seconds_to_best.map("{:.0f} s".format),
-        "valid acc (seeds' range)": [f"{100 * m:.2f}% ({100 * lo:.2f}-{100 * hi:.2f})"
-                                     for m, lo, hi in zip(table.valid_mean, table.valid_min, table.valid_max)],
-        "test acc [95% interval]": [f"{100 * m:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
-                                    for m, lo, hi in zip(table.test_mean, table.test_low, table.test_high)],
+        **{f"{key} acc (mean ± SD)": [f"{100 * m:.2f}% ± {100 * sd:.2f}" for m, sd in
+                                      zip(table[f"{key}_mean"], table[f"{key}_std"])] for key in ("valid", "test")},
         "parameters": table.parameters.map("{:,}".format),
     }, index=table.index.rename("model"))

@@ -49,6 +49,8 @@ def _import_tensorflow_quietly():
 _choose_backend()
 _import_tensorflow_quietly()
 
+import pandas as pd  # noqa: E402
+
 from helpers import config, plotting, training  # noqa: E402
 
 
@@ -64,6 +66,7 @@ def setup(settings=None):
     """Apply the shared figure style and print what this run is; returns the mode's settings."""
     settings = settings or config.SETTINGS
     plotting.use_style()
+    pd.set_option("display.width", 100)  # tables' text wraps at the 100 characters the outputs keep to
     v = training.versions()
     note = ("full data, committed results" if settings.mode == "full"
             else "a small subset for smoke tests: numbers below are not meaningful")

@@ -213,6 +213,6 @@ class _Progress(threading.Thread):
                 return
             record = outcome[0]
             if self.verbose:
-                again = ", read back: it finished in an earlier run" if record.config.get("read_back") else ""
+                again = " (read back)" if record.config.get("read_back") else ""
                 self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
                                f"accuracy {100 * record.valid_accuracy:.2f}%{again}", sys.stdout)

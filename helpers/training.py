@@ -175,7 +175,7 @@ def train(model: keras.Model, data, variant: str, *, max_epochs: int | None = No
         folder = backup_folder(model, data, variant=variant, seed=seed, batch_size=batch_size, max_epochs=max_epochs,
                                patience=patience, monitor=monitor, mode=settings.mode, evaluate_test=evaluate_test)
         finished = folder.parent / "finished" / folder.name
-        if reuse and (record := read_finished(model, finished, variant)) is not None:
+        if reuse and (record := read_finished(model, finished, variant, say=verbose != 0)) is not None:
             return dataclasses.replace(record, config={**record.config, **(extra_config or {}), "read_back": True})
         backup = ours.ExactBackupAndRestore(folder, log, stopper)
         steps.append(backup)  # last: it saves what the others recorded, and restores after they reset
@@ -205,8 +205,11 @@ def write_finished(model, folder: Path, record: RunRecord) -> None:
         warnings.warn(f"could not keep the finished training in {folder} ({e})", RuntimeWarning, stacklevel=2)
 
 
-def read_finished(model, folder: Path, variant: str) -> RunRecord | None:
-    """The record of this same training, finished earlier, with its final weights set in ``model``; else None."""
+def read_finished(model, folder: Path, variant: str, say: bool = True) -> RunRecord | None:
+    """The record of this same training, finished earlier, with its final weights set in ``model``; else None.
+
+    ``say``: print where it came from (``parallel.train_many`` says it on its own line instead).
+    """
     if not (folder / f"{variant}.json").exists():
         return None
     try:
@@ -218,20 +221,26 @@ def read_finished(model, folder: Path, variant: str) -> RunRecord | None:
         warnings.warn(f"ignoring the finished training in {folder} ({type(e).__name__}: {e})", RuntimeWarning, 2)
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    print(f"{variant}: finished in an earlier run, read back from {folder} (CIFAR10_REUSE_FINISHED=1)", flush=True)
+    if say:
+        print(f"{variant}: finished in an earlier run, read back from {folder} (CIFAR10_REUSE_FINISHED=1)", flush=True)
     return record
 
 
-def time_alone(networks: dict, epochs: int = 3) -> dict:
-    """Seconds per epoch of each network trained alone, one after another, here: the series' one way to time.
+def time_alone(networks: dict, epochs: int = 3, rounds: int = 2) -> dict:
+    """Seconds per epoch of each network trained alone, here: the series' one way to time.
 
     ``networks``: ``{label: (make_model, data, train_kwargs)}``, ``make_model()`` returning a compiled
-    model (a 1cycle schedule sized for ``epochs``). Seconds measured at other moments, or while other
-    trainings share the cores, do not compare (a shared machine's speed varies up to 3x from day to day).
+    model (a 1cycle schedule sized for ``epochs``). Every network is timed ``rounds`` times, interleaved
+    (A B A B), and keeps its fastest: on a shared machine, other work only ever slows a run down, and its
+    speed drifts within minutes. Seconds measured at other moments, or while other trainings share the
+    cores, do not compare.
     """
-    return {label: train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs, verbose=0,
-                         evaluate_test=False, resume=False, **kwargs).seconds_per_epoch
-            for label, (make_model, data, kwargs) in networks.items()}
+    seconds = {label: [] for label in networks}
+    for _ in range(rounds):
+        for label, (make_model, data, kwargs) in networks.items():
+            seconds[label].append(train(make_model(), data, f"timing {label}", max_epochs=epochs, patience=epochs,
+                                        verbose=0, evaluate_test=False, resume=False, **kwargs).seconds_per_epoch)
+    return {label: min(s) for label, s in seconds.items()}
 
 
 def check_schedule(optimizer, max_epochs: int, n_train: int, batch_size: int) -> bool:

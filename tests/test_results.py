@@ -158,3 +158,25 @@ def test_summary_line_states_mean_and_range():
     records = (rec("a", 0.50), rec("b", 0.52), rec("c", 0.51))
     assert metrics.summary_line(records) == ("validation accuracy over 3 runs: mean 51.00%, range 50.00% "
                                              "to 52.00% (2.00 points)")
+
+
+def test_series_table_gives_mean_and_sd_over_seeds_and_adds_mc_dropout_after_alpha_dropout():
+    config = {"seed": 42, "architecture": {"parameters": 1000}}
+    series = {"baseline": [make_record("baseline", valid_accuracy=a, test_accuracy=a - 0.01, config=config)
+                           for a in (0.50, 0.51, 0.52)],
+              "alpha_dropout": [make_record("alpha_dropout", valid_accuracy=0.49, best_epoch=4, config=config)] * 2,
+              "bn": [make_record("bn", valid_accuracy=0.54, config=config)]}
+    table = metrics.series_table(series, seconds_per_epoch={"baseline": 2.0, "alpha_dropout": 2.5, "bn": 3.0})
+    assert table.loc["a-b: baseline", "valid_mean"] == pytest.approx(0.51)
+    assert table.loc["a-b: baseline", "valid_std"] == pytest.approx(0.01)  # over seeds: ddof 1, not 0.0082
+    assert table.loc["c: batch norm", "valid_std"] == 0.0  # one seed: no spread measured
+    mc = {"per_seed": [{"record": r, "set": s, "MC": acc} for r, acc in (("a", 0.50), ("b", 0.52))
+                       for s in ("valid", "test")]}
+    table = metrics.add_mc_dropout(table, mc)
+    assert list(table.index) == ["a-b: baseline", "e: alpha dropout", "e: + MC dropout", "c: batch norm"]
+    assert table.loc["e: + MC dropout", "test_mean"] == pytest.approx(0.51)
+    assert table.loc["e: + MC dropout", "seconds_per_epoch"] == 2.5  # the same training as alpha dropout's
+    shown = metrics.series_display(table)
+    assert shown.loc["a-b: baseline", "valid acc (mean ± SD)"] == "51.00% ± 1.00"
+    assert shown.loc["a-b: baseline", "test acc (mean ± SD)"] == "50.00% ± 1.00"
+    assert shown.loc["e: + MC dropout", "valid acc (mean ± SD)"] == "51.00% ± 1.41"

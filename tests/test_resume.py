@@ -190,8 +190,12 @@ def test_a_finished_training_is_read_back_with_its_weights_when_asked_again(tmp_
 
     model = small()
     monkeypatch.setattr(model, "fit", no_fit)
-    again = training.train(model, data, "kept", max_epochs=4, patience=4, verbose=0, extra_config={"note": "x"})
+    again = training.train(model, data, "kept", max_epochs=4, patience=4, verbose=1, extra_config={"note": "x"})
     assert "finished in an earlier run, read back" in capsys.readouterr().out
+    quiet = small()
+    monkeypatch.setattr(quiet, "fit", no_fit)
+    assert training.train(quiet, data, "kept", max_epochs=4, patience=4, verbose=0).config["read_back"] is True
+    assert capsys.readouterr().out == ""  # silent: parallel.train_many says it on its own line
     assert again.config["read_back"] is True and again.config["note"] == "x"
     assert again.history == first.history and again.valid_loss == first.valid_loss
     for a, b in zip(model.get_weights(), first_model.get_weights()):

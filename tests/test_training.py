@@ -215,3 +215,23 @@ def test_the_same_seed_gives_the_same_history_twice():
                                 resume=False)
         histories.append({k: record.history[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
     assert histories[0] == histories[1]
+
+
+def test_time_alone_interleaves_the_networks_and_keeps_each_ones_fastest(monkeypatch):
+    """A B A B, the minimum per network: a slow moment of a shared machine hits one round, not one network."""
+    order, speeds = [], {"timing a": iter([3.0, 2.0]), "timing b": iter([5.0, 6.0])}
+
+    def fake_train(model, data, variant, **kwargs):
+        order.append(variant)
+        assert kwargs["resume"] is False and kwargs["evaluate_test"] is False and kwargs["batch_size"] == 8
+        return dataclasses.make_dataclass("R", ["seconds_per_epoch"])(next(speeds[variant]))
+
+    monkeypatch.setattr(training, "train", fake_train)
+    timed = training.time_alone({"a": (lambda: None, None, {"batch_size": 8}), "b": (lambda: None, None, {"batch_size": 8})})
+    assert order == ["timing a", "timing b", "timing a", "timing b"]
+    assert timed == {"a": 2.0, "b": 5.0}
+
+
+def test_time_alone_times_a_real_training():
+    timed = training.time_alone({"small": (small_model, blobs(), {"batch_size": 16})}, epochs=2, rounds=1)
+    assert list(timed) == ["small"] and 0 < timed["small"] < 60
