@@ -199,7 +199,7 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
         groups: ``{variant: [RunRecord, ...]}``, named as ``VARIANT_NAMES`` says.
         reference: the variant the others are measured against (``compare_seeds``: the difference
             of the mean ``key`` in points, its 95% interval, its p-value, what these seeds detect).
-        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``).
+        seconds_per_epoch: ``{variant: seconds}``, each network timed alone (``training.time_alone``).
     """
     name = {"valid_accuracy": "valid acc", "test_accuracy": "test acc"}.get(key, key)
     rows = []
@@ -240,7 +240,7 @@ def summary_line(records, key: str = "valid_accuracy") -> str:
 def series_table(series: dict, seconds_per_epoch: dict) -> pd.DataFrame:
     """Every final model of the series in numbers, one row per variant (``VARIANT_NAMES``).
 
-    ``seconds_to_best``: the mean best epoch times the side-by-side timings (``training.time_alone``);
+    ``seconds_to_best``: the mean best epoch times the seconds per epoch (``training.time_alone``);
     accuracies: mean and standard deviation over the seeds, the spread a recipe's next run will show.
     """
     rows = []

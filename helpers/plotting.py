@@ -149,9 +149,8 @@ def plot_validation_curves(groups, title="Validation curves", seconds_per_epoch=
 
     Args:
         groups: ``{variant: [RunRecord, ...]}``, drawn up to the epoch every seed reached.
-        seconds_per_epoch: ``{variant: seconds}`` timed side by side (``training.time_alone``):
-            the time axis is then epochs x these, comparable across notebooks and days;
-            else each record's own epoch times.
+        seconds_per_epoch: ``{variant: seconds}``, each network timed alone (``training.time_alone``):
+            the time axis is then epochs x these; else each record's own epoch times.
     """
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     for i, (variant, records) in enumerate(groups.items()):
@@ -167,10 +166,10 @@ def plot_validation_curves(groups, title="Validation curves", seconds_per_epoch=
                     label=f"{name_of(variant)}: mean of {len(records)} seeds")
             ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=c, alpha=0.2, lw=0)
     axes[0].set_xlabel("epoch")
-    axes[1].set_xlabel("epochs x seconds per epoch, timed side by side (s)" if seconds_per_epoch
+    axes[1].set_xlabel("epochs x seconds per epoch, each network timed alone (s)" if seconds_per_epoch
                        else "wall-clock time from the start of training (s)")
     axes[0].set_ylabel("validation accuracy (fraction)")
-    axes[0].set_title("against epochs (line: mean; band: the seeds' range)", fontsize="medium")
+    axes[0].set_title("against epochs (line: mean; band: seeds' range, to the shortest run's end)", fontsize="medium")
     axes[1].set_title("against time", fontsize="medium")
     return _finish(fig, axes[1], title, counted=axes[:1])
 
