@@ -202,10 +202,10 @@ def plot_weight_sums(sums, title="Each hidden layer's weights, per unit: the sum
         for ax, mean, spread in zip(axes, (w.sum_mean, w.square_mean), (w.sum_std, w.square_std)):
             ax.errorbar(depth, mean, yerr=spread, fmt=STYLES[i % len(STYLES)], marker="o", ms=3, capsize=2,
                         color=f"C{i}", label=label)
-    for ax, ylabel, ref, subtitle in zip(axes, ("sum of a unit's incoming weights", "sum of their squares"),
-                                         (0.0, 1.0), ("the sum (derived for 0)", "the sum of squares (derived for 1)")):
+    for ax, ref, subtitle in zip(axes, (0.0, 1.0), ("a unit's incoming weights: sum (derived for 0)",
+                                                     "their sum of squares (derived for 1)")):
         ax.axhline(ref, color="0.3", lw=0.8, ls=":")
-        ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel=f"{ylabel}: mean over units, bar = std",
+        ax.set(xlabel="hidden layer (1 = nearest the input)", ylabel="mean over units (bar: std over units)",
                title=subtitle)
     return _finish(fig, axes[1], title, counted=axes)
 
