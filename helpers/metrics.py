@@ -185,12 +185,6 @@ def time_to_reach(record, val_loss: float):
     return (epoch, sum(record.history["epoch_seconds"][:epoch])) if epoch else (None, None)
 
 
-def mean_sd(fractions) -> str:
-    """Accuracies over seeds as a reader reads them: the mean in percent, ± the standard deviation in points."""
-    v = 100 * np.asarray(fractions, dtype=float)
-    return f"{v.mean():.2f}% ± {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
-
-
 def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict | None = None,
             key: str = "valid_accuracy") -> pd.DataFrame:
     """Final models over their seeds, as a table a reader can scan: one row per variant.
@@ -209,7 +203,7 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
         best = float(np.mean([r.best_epoch for r in records]))
         row = {"model": results.name_of(variant), "seeds": len(records), "learning rate": f"{records[0].learning_rate:.2e}",
                "best epoch": f"{best:.1f}",
-               f"{name} (mean ± SD)": mean_sd(values),
+               f"{name} (mean ± SD)": f"{100 * values.mean():.2f}% ± {100 * values.std(ddof=1) if len(values) > 1 else 0:.2f}",
                "test acc": f"{100 * test.mean():.2f}%"}
         if ref is not None:
             label = "vs " + results.name_of(reference).split(": ")[-1]
