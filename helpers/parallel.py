@@ -6,9 +6,12 @@ Each network is one ``training.train`` call in a worker process: joblib's defaul
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import io
 import json
+import multiprocessing
 import sys
 import tempfile
 import threading
@@ -135,6 +138,12 @@ def _check(build_model, runs, train_kwargs, train):
                             "lambda seed: models.build_dnn(seed=seed)") from None
 
 
+def _quiet_in_a_worker():
+    """Swallow what ``train`` prints, in a worker process only: ``_Progress`` says it in its own line instead."""
+    in_worker = multiprocessing.parent_process() is not None
+    return contextlib.redirect_stdout(io.StringIO()) if in_worker else contextlib.nullcontext()
+
+
 def _train_one(build_model, compile_model, data, run, train_kwargs, lines):
     """In a worker: build, compile, train one network; ``(variant, (record, weights))`` or ``(variant, traceback)``."""
     try:
@@ -153,7 +162,8 @@ def _train_one(build_model, compile_model, data, run, train_kwargs, lines):
         extra = {**(train_kwargs.get("extra_config") or {}), **({"build_options": run.options} if run.options else {})}
         log = keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)
         kwargs = {**train_kwargs, "extra_config": extra, "callbacks": [*train_kwargs.get("callbacks", ()), log]}
-        record = training.train(model, data, run.variant, seed=run.seed, verbose=0, **kwargs)
+        with _quiet_in_a_worker():  # a worker's own line would land in the middle of the parent's bar
+            record = training.train(model, data, run.variant, seed=run.seed, verbose=0, **kwargs)
         return run.variant, (record, model.get_weights())
     except Exception:
         return run.variant, traceback.format_exc()
@@ -213,6 +223,8 @@ class _Progress(threading.Thread):
                 return
             record = outcome[0]
             if self.verbose:
-                again = " (read back)" if record.config.get("read_back") else ""
+                again = (" (read back)" if record.config.get("read_back") else
+                         f" (resumed after epoch {record.config['resumed_after_epoch']})"
+                         if record.config.get("resumed_after_epoch") else "")
                 self.bar.write(f"[{variant}] {record.epochs} epochs, kept epoch {record.best_epoch}: validation "
                                f"accuracy {100 * record.valid_accuracy:.2f}%{again}", sys.stdout)

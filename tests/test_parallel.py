@@ -170,3 +170,30 @@ def test_a_killed_worker_fails_the_networks_it_took_and_keeps_the_finished_ones(
     assert [r.variant for r in many.records] == ["other"]
     assert "a worker process died" in many.failures["killed"] and "call train_many again" in many.failures["killed"]
     assert "[killed] FAILED: TerminatedWorkerError: a worker process died" in capsys.readouterr().out
+
+
+@once
+def test_a_network_resumed_in_a_worker_says_so_on_its_own_line(capfd, tmp_path, monkeypatch):
+    """A worker killed in epoch 2, then the same call again: the network resumes, and the parent's line says
+    so; the worker's own "resumed from a checkpoint" line, which would break the bar's line, is not printed."""
+    import os
+
+    monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
+    marker, parent = tmp_path / "killed once", os.getpid()
+
+    class KillAfterEpoch2(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1 and os.getpid() != parent and not marker.exists():
+                marker.touch()
+                os._exit(1)  # as if killed, before epoch 2's backup (the backup is the last callback)
+
+    kwargs = dict(n_jobs=2, max_epochs=4, patience=4, callbacks=[KillAfterEpoch2()])
+    first = train_many(small, blobs(n_train=200), [Run("cut", 1, 1e-3)], **kwargs)
+    assert "cut" in first.failures and marker.exists()
+    capfd.readouterr()
+    again = train_many(small, blobs(n_train=200), [Run("cut", 1, 1e-3)], **kwargs)
+    out = capfd.readouterr().out
+    assert [r.epochs for r in again.records] == [4]
+    assert "[cut] 4 epochs, kept epoch" in out and "(resumed after epoch 1)" in out, out
+    assert "resumed from a checkpoint" not in out
+
