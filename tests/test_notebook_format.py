@@ -52,11 +52,7 @@ def markdown_cells(path):
     return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"]
 
 
-ANSWER_PENDING = {"06": "06's answer is rewritten from its five-seed rerun, which has not landed yet"}
-
-
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=ANSWER_PENDING[p.stem[:2]]))
-                                  if p.stem[:2] in ANSWER_PENDING else p for p in NOTEBOOKS], ids=lambda p: p.stem[:2])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem[:2])
 def test_one_short_answer_and_at_most_five_takeaways(path):
     """An answer a student reads whole: at most 250 words (its numbers sit in the table above it)."""
     cells = markdown_cells(path)
