@@ -185,6 +185,11 @@ def time_to_reach(record, val_loss: float):
     return (epoch, sum(record.history["epoch_seconds"][:epoch])) if epoch else (None, None)
 
 
+def _mean_sd(mean: float, sd: float) -> str:
+    """An accuracy over seeds as the tables show it: the mean in percent, ± the standard deviation in points."""
+    return f"{100 * mean:.2f}% ± {100 * sd:.2f}"
+
+
 def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict | None = None,
             key: str = "valid_accuracy") -> pd.DataFrame:
     """Final models over their seeds, as a table a reader can scan: one row per variant.
@@ -203,7 +208,7 @@ def compare(groups: dict, reference: str | None = None, seconds_per_epoch: dict 
         best = float(np.mean([r.best_epoch for r in records]))
         row = {"model": results.name_of(variant), "seeds": len(records), "learning rate": f"{records[0].learning_rate:.2e}",
                "best epoch": f"{best:.1f}",
-               f"{name} (mean ± SD)": f"{100 * values.mean():.2f}% ± {100 * values.std(ddof=1) if len(values) > 1 else 0:.2f}",
+               f"{name} (mean ± SD)": _mean_sd(values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0),
                "test acc": f"{100 * test.mean():.2f}%"}
         if ref is not None:
             label = "vs " + results.name_of(reference).split(": ")[-1]
@@ -276,7 +281,7 @@ def series_display(table: pd.DataFrame) -> pd.DataFrame:
         "epochs to best": table.best_epoch.map("{:.1f}".format),
         "s/epoch": table.seconds_per_epoch.map("{:.2f} s".format),
         "to best": table.seconds_to_best.map("{:.0f} s".format),
-        **{f"{key} acc (mean ± SD)": [f"{100 * m:.2f}% ± {100 * sd:.2f}" for m, sd in
-                                      zip(table[f"{key}_mean"], table[f"{key}_std"])] for key in ("valid", "test")},
+        **{f"{key} acc (mean ± SD)": [_mean_sd(m, sd) for m, sd in zip(table[f"{key}_mean"], table[f"{key}_std"])]
+           for key in ("valid", "test")},
         "parameters": table.parameters.map("{:,}".format),
     }, index=table.index.rename("model"))

@@ -181,13 +181,13 @@ def test_a_network_resumed_in_a_worker_says_so_on_its_own_line(capfd, tmp_path, 
     monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path))
     marker, parent = tmp_path / "killed once", os.getpid()
 
-    class KillAfterEpoch2(keras.callbacks.Callback):
+    class KillInEpoch2(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1 and os.getpid() != parent and not marker.exists():
                 marker.touch()
                 os._exit(1)  # as if killed, before epoch 2's backup (the backup is the last callback)
 
-    kwargs = dict(n_jobs=2, max_epochs=4, patience=4, callbacks=[KillAfterEpoch2()])
+    kwargs = dict(n_jobs=2, max_epochs=4, patience=4, callbacks=[KillInEpoch2()])
     first = train_many(small, blobs(n_train=200), [Run("cut", 1, 1e-3)], **kwargs)
     assert "cut" in first.failures and marker.exists()
     capfd.readouterr()
